@@ -1,0 +1,245 @@
+//! The admin listener: `/metrics` (Prometheus/OpenMetrics text),
+//! `/healthz` (the process answers) and `/readyz` (every listener is bound,
+//! every upstream's health is known, and the gateway is not draining).
+//!
+//! Read-only: it looks at handles the app gives it and changes nothing.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tower::Service;
+
+use crate::body::GatewayBody;
+use crate::proxy::Upstream;
+use crate::server::ListenerStats;
+
+/// The upstreams currently in use; replaced on reload.
+pub type UpstreamSet = Arc<ArcSwap<Vec<Upstream>>>;
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+pub struct Readiness {
+    /// Set once every listener is bound.
+    pub listening: Arc<AtomicBool>,
+    /// Set when shutdown begins.
+    pub draining: Arc<AtomicBool>,
+    pub upstreams: UpstreamSet,
+}
+
+impl Readiness {
+    /// Reasons the gateway is not ready; empty when it is.
+    pub fn waiting_for(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.draining.load(Ordering::Relaxed) {
+            reasons.push("shutting down".to_owned());
+        }
+        if !self.listening.load(Ordering::Relaxed) {
+            reasons.push("listeners are not bound yet".to_owned());
+        }
+        for u in self.upstreams.load().iter() {
+            if !u.health_known() {
+                reasons.push(format!("first health check of upstream `{}`", u.name()));
+            }
+        }
+        reasons
+    }
+}
+
+/// Serves the admin endpoints.
+#[derive(Clone)]
+pub struct AdminService {
+    registry: Arc<Registry>,
+    readiness: Readiness,
+}
+
+impl AdminService {
+    pub fn new(registry: Arc<Registry>, readiness: Readiness) -> Self {
+        Self { registry, readiness }
+    }
+
+    fn answer(&self, req: &Request<hyper::body::Incoming>) -> Response<GatewayBody> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r =
+                json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "method_not_allowed"}));
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let mut text = String::new();
+                if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"error": "metrics_encoding_failed", "message": e.to_string()}),
+                    );
+                }
+                let mut r = Response::new(GatewayBody::full(Bytes::from(text)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                );
+                r
+            }
+            "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+            "/readyz" => {
+                let waiting = self.readiness.waiting_for();
+                if waiting.is_empty() {
+                    json(StatusCode::OK, serde_json::json!({"status": "ready"}))
+                } else {
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({"status": "not_ready", "waiting_for": waiting}),
+                    )
+                }
+            }
+            other => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "not_found", "message": format!("no admin endpoint at {other}; try /metrics, /healthz or /readyz")}),
+            ),
+        }
+    }
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<GatewayBody> {
+    let mut body = serde_json::to_vec(&value).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(GatewayBody::full(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+impl Service<Request<hyper::body::Incoming>> for AdminService {
+    type Response = Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        let resp = self.answer(&req);
+        Box::pin(async move { Ok(resp) })
+    }
+}
+
+/// Exposes listener connection counters at scrape time.
+pub struct ListenerCollector {
+    pub listeners: Vec<(String, Arc<ListenerStats>)>,
+}
+
+impl fmt::Debug for ListenerCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerCollector").field("listeners", &self.listeners.len()).finish()
+    }
+}
+
+impl Collector for ListenerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let label = |name: &String| [("listener", name.clone())];
+        {
+            let mut e = encoder.encode_descriptor(
+                "gatehouse_connections_active",
+                "Open client connections, by listener",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, s) in &self.listeners {
+                ConstGauge::new(s.active.load(Ordering::Relaxed) as i64)
+                    .encode(e.encode_family(&label(name))?)?;
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "gatehouse_connections_accepted",
+                "Client connections accepted, by listener",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, s) in &self.listeners {
+                ConstCounter::new(s.accepted.load(Ordering::Relaxed))
+                    .encode(e.encode_family(&label(name))?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by listener",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, s) in &self.listeners {
+            ConstCounter::new(s.handshake_failures.load(Ordering::Relaxed))
+                .encode(e.encode_family(&label(name))?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Exposes upstream target health and load at scrape time.
+#[derive(Debug)]
+pub struct UpstreamCollector {
+    pub upstreams: UpstreamSet,
+}
+
+impl Collector for UpstreamCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let upstreams = self.upstreams.load();
+        let rows: Vec<([(&str, String); 2], crate::proxy::TargetSnapshot)> = upstreams
+            .iter()
+            .flat_map(|u| {
+                u.snapshot()
+                    .into_iter()
+                    .map(move |t| ([("upstream", u.name().to_string()), ("target", t.label.to_string())], t))
+            })
+            .collect();
+        let gauges: [(&str, &str, fn(&crate::proxy::TargetSnapshot) -> i64); 2] = [
+            (
+                "gatehouse_upstream_target_healthy",
+                "1 when the target takes requests (not failed by health checks, not ejected)",
+                |t| i64::from(t.usable),
+            ),
+            ("gatehouse_upstream_target_in_flight", "Requests in flight to the target", |t| {
+                t.in_flight as i64
+            }),
+        ];
+        for (name, help, value) in gauges {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, t) in &rows {
+                ConstGauge::new(value(t)).encode(e.encode_family(labels)?)?;
+            }
+        }
+        let counters: [(&str, &str, fn(&crate::proxy::TargetSnapshot) -> u64); 3] = [
+            ("gatehouse_upstream_target_requests", "Attempts sent to the target", |t| t.requests),
+            ("gatehouse_upstream_target_failures", "Connect failures and 5xx answers from the target", |t| {
+                t.failures
+            }),
+            (
+                "gatehouse_upstream_target_ejections",
+                "Times passive health checking ejected the target",
+                |t| t.ejections,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, t) in &rows {
+                ConstCounter::new(value(t)).encode(e.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

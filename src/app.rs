@@ -1,0 +1,454 @@
+//! Wiring: the only place that turns a [`Config`] into running parts.
+//!
+//! - [`plan`] builds everything a config describes without binding sockets
+//!   (certificates, upstream clients, the route table). `gatehouse check`
+//!   and reloads use it to find every problem before anything changes.
+//! - [`start`] binds the listeners and serves.
+//! - [`Gatehouse::reload`] swaps in a new plan atomically; in-flight
+//!   requests and open connections keep going.
+//! - [`Gatehouse::shutdown`] drains.
+//!
+//! The gateway's tower stack, outermost first: request id → access log and
+//! metrics → rescue (errors become responses) → route match → dispatch.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{Service, ServiceBuilder};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+
+use crate::admin::{AdminService, ListenerCollector, Readiness, UpstreamCollector, UpstreamSet};
+use crate::body::GatewayBody;
+use crate::config::{Config, ConfigError, FixedResponse, KeyPath, Problem, RouteTarget};
+use crate::error::{BoxHttpError, HttpError};
+use crate::middleware::access_log::{AccessLogLayer, RequestLog};
+use crate::middleware::metrics::HttpMetrics;
+use crate::proxy::{ForwardOptions, Upstream, UpstreamTarget};
+use crate::routing::{RouteLayer, RouteMatch, RouteSpec, RouteTable, SharedTable};
+use crate::server::rescue::RescueLayer;
+use crate::server::{spawn_listener, ConnInfo, ListenerHandle, ListenerSpec, Phase};
+use crate::tls::ReloadableServerConfig;
+
+/// What a matched route does.
+pub struct RouteHandler {
+    pub name: Arc<String>,
+    pub action: Action,
+    pub strip_prefix: Option<String>,
+    pub timeout: Duration,
+    pub max_body: u64,
+}
+
+pub enum Action {
+    Proxy(Upstream),
+    Respond(FixedAnswer),
+}
+
+/// A `respond:` route's answer, built once.
+pub struct FixedAnswer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl FixedAnswer {
+    fn new(f: &FixedResponse) -> Self {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&f.content_type) {
+            headers.insert(CONTENT_TYPE, v);
+        }
+        for (k, v) in &f.headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                headers.append(k, v);
+            }
+        }
+        Self {
+            status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
+            headers,
+            body: Bytes::from(f.body.clone()),
+        }
+    }
+
+    fn response(&self) -> Response<GatewayBody> {
+        let mut r = Response::new(GatewayBody::full(self.body.clone()));
+        *r.status_mut() = self.status;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// Everything a config describes, built and checked, not yet serving.
+pub struct Plan {
+    pub config: Arc<Config>,
+    /// One per gateway listener, in config order.
+    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub table: RouteTable<Arc<RouteHandler>>,
+}
+
+/// Builds a [`Plan`]. Upstreams whose configuration equals one in
+/// `previous` are reused, keeping their health state and pooled
+/// connections across a reload.
+pub fn plan(config: Config, previous: Option<&BTreeMap<String, Upstream>>) -> Result<Plan, ConfigError> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut tls = Vec::new();
+    for l in &config.listen.gateway {
+        tls.push(match &l.tls {
+            None => None,
+            Some(t) => match crate::tls::server_config(t) {
+                Ok(c) => Some(c),
+                Err(p) => {
+                    problems.extend(p);
+                    None
+                }
+            },
+        });
+    }
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &config.upstreams {
+        if let Some(prev) = previous.and_then(|p| p.get(name)).filter(|p| p.config() == u) {
+            upstreams.insert(name.clone(), prev.clone());
+            continue;
+        }
+        match Upstream::new(name, u, &KeyPath::root().key("upstreams").key(name)) {
+            Ok(up) => {
+                upstreams.insert(name.clone(), up);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    let mut routes = Vec::new();
+    for r in &config.routes {
+        let (action, timeout) = match &r.target {
+            RouteTarget::Respond(f) => {
+                (Action::Respond(FixedAnswer::new(f)), r.timeout.unwrap_or(Duration::MAX))
+            }
+            RouteTarget::Upstream(name) => match upstreams.get(name) {
+                Some(up) => {
+                    let timeout = r.timeout.unwrap_or(up.config().timeout);
+                    (Action::Proxy(up.clone()), timeout)
+                }
+                // Already reported by config validation or upstream building.
+                None => continue,
+            },
+        };
+        let spec = RouteSpec {
+            host: r.host.clone(),
+            path: r.path.clone(),
+            methods: r.methods.iter().filter_map(|m| m.parse().ok()).collect(),
+        };
+        let handler = RouteHandler {
+            name: Arc::new(r.name.clone()),
+            action,
+            strip_prefix: r.strip_prefix.clone(),
+            timeout,
+            max_body: r.max_body,
+        };
+        routes.push((spec, Arc::new(handler)));
+    }
+    if !problems.is_empty() {
+        return Err(config.error(problems));
+    }
+    Ok(Plan { config: Arc::new(config), tls, upstreams, table: RouteTable::new(routes) })
+}
+
+/// Why gatehouse could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid (exit status 64).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound (address in use, permission).
+    #[error("{0}")]
+    Bind(ConfigError),
+}
+
+/// A running gatehouse.
+pub struct Gatehouse {
+    /// Bound gateway addresses, in config order (useful with port 0).
+    pub gateway_addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    config: ArcSwap<Config>,
+    table: SharedTable<Arc<RouteHandler>>,
+    upstreams: UpstreamSet,
+    upstream_map: Mutex<BTreeMap<String, Upstream>>,
+    tls: Vec<(SocketAddr, ReloadableServerConfig)>,
+    phase: watch::Sender<Phase>,
+    admin_phase: watch::Sender<Phase>,
+    listeners: Vec<ListenerHandle>,
+    admin_listener: Option<ListenerHandle>,
+    draining: Arc<AtomicBool>,
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
+    let plan = plan(config, None)?;
+    let config = plan.config.clone();
+
+    // Bind everything first, so a port in use is reported before serving.
+    let mut bound = Vec::new();
+    let mut problems = Vec::new();
+    for l in &config.listen.gateway {
+        match TcpListener::bind(l.bind).await {
+            Ok(s) => bound.push(Some(s)),
+            Err(e) => {
+                problems
+                    .push(Problem::at_value(l.key.key("bind"), format!("cannot listen on {}: {e}", l.bind)));
+                bound.push(None);
+            }
+        }
+    }
+    let admin_socket = match config.listen.admin {
+        None => None,
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let key = KeyPath::root().key("listen").key("admin").key("bind");
+                problems.push(Problem::at_value(key, format!("cannot listen on {addr}: {e}")));
+                None
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(StartError::Bind(config.error(problems)));
+    }
+
+    let mut registry = Registry::default();
+    let metrics = HttpMetrics::register(&mut registry);
+    let table: SharedTable<Arc<RouteHandler>> = Arc::new(ArcSwap::from_pointee(plan.table));
+    for u in plan.upstreams.values() {
+        u.start_health_checks();
+    }
+    let upstreams: UpstreamSet = Arc::new(ArcSwap::from_pointee(plan.upstreams.values().cloned().collect()));
+    let (phase, phase_rx) = watch::channel(Phase::Running);
+    let (admin_phase, admin_phase_rx) = watch::channel(Phase::Running);
+
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(AccessLogLayer::new(metrics, config.log.access))
+        .layer(RescueLayer)
+        .layer(RouteLayer::new(table.clone()))
+        .service(Dispatch);
+
+    let mut listeners = Vec::new();
+    let mut tls_handles = Vec::new();
+    let mut stats = Vec::new();
+    for ((l, socket), tls) in config.listen.gateway.iter().zip(bound).zip(plan.tls) {
+        let socket = socket.expect("bind failures returned above");
+        let tls = tls.map(ReloadableServerConfig::new);
+        if let Some(t) = &tls {
+            tls_handles.push((l.bind, t.clone()));
+        }
+        let spec = ListenerSpec { tls, limits: l.limits.clone() };
+        let service = stack.clone();
+        let handle = spawn_listener(socket, spec, move |_: ConnInfo| service.clone(), phase_rx.clone())
+            .map_err(|e| {
+                StartError::Bind(config.error(vec![Problem::at_value(l.key.clone(), e.to_string())]))
+            })?;
+        stats.push((format!("gateway {}", handle.local_addr), handle.stats.clone()));
+        listeners.push(handle);
+    }
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let readiness = Readiness {
+        listening: Arc::new(AtomicBool::new(false)),
+        draining: draining.clone(),
+        upstreams: upstreams.clone(),
+    };
+    registry.register_collector(Box::new(ListenerCollector { listeners: stats }));
+    registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
+    let admin_listener = match admin_socket {
+        None => None,
+        Some(socket) => {
+            let admin = AdminService::new(Arc::new(registry), readiness.clone());
+            let spec = ListenerSpec { tls: None, limits: Default::default() };
+            let handle = spawn_listener(socket, spec, move |_: ConnInfo| admin.clone(), admin_phase_rx)
+                .map_err(|e| {
+                    StartError::Bind(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
+                })?;
+            Some(handle)
+        }
+    };
+    readiness.listening.store(true, Ordering::Relaxed);
+
+    let upstream_map = plan.upstreams;
+    Ok(Gatehouse {
+        gateway_addrs: listeners.iter().map(|l| l.local_addr).collect(),
+        admin_addr: admin_listener.as_ref().map(|l| l.local_addr),
+        config: ArcSwap::new(config),
+        table,
+        upstreams,
+        upstream_map: Mutex::new(upstream_map),
+        tls: tls_handles,
+        phase,
+        admin_phase,
+        listeners,
+        admin_listener,
+        draining,
+    })
+}
+
+impl Gatehouse {
+    /// The configuration in use.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Applies a new configuration: everything is built and checked first;
+    /// on any problem nothing changes. Listener addresses and connection
+    /// limits need a restart; certificates, routes and upstreams change in
+    /// place.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let mut current = self.upstream_map.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = plan(config, Some(&current))?;
+        let running = self.config.load();
+        if plan.config.listen != running.listen {
+            let changed_tls_only = plan.config.listen.gateway.len() == running.listen.gateway.len()
+                && plan.config.listen.admin == running.listen.admin
+                && plan
+                    .config
+                    .listen
+                    .gateway
+                    .iter()
+                    .zip(&running.listen.gateway)
+                    .all(|(a, b)| a.bind == b.bind && a.limits == b.limits);
+            if !changed_tls_only {
+                tracing::warn!("listener addresses or limits changed; they take effect after a restart");
+            }
+        }
+        for (l, tls) in plan.config.listen.gateway.iter().zip(&plan.tls) {
+            let handle = self.tls.iter().find(|(addr, _)| *addr == l.bind);
+            if let (Some((_, handle)), Some(tls)) = (handle, tls) {
+                handle.replace(tls.clone());
+            }
+        }
+        for u in plan.upstreams.values() {
+            u.start_health_checks();
+        }
+        self.table.store(Arc::new(plan.table));
+        self.upstreams.store(Arc::new(plan.upstreams.values().cloned().collect()));
+        *current = plan.upstreams;
+        self.config.store(plan.config);
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to
+    /// `drain_timeout`, then closes what is left. Returns whether everything
+    /// drained in time.
+    pub async fn shutdown(self) -> bool {
+        self.draining.store(true, Ordering::Relaxed);
+        let _ = self.phase.send(Phase::Draining);
+        let deadline = self.config.load().drain_timeout;
+        let all = futures_util::future::join_all(self.listeners.iter().map(ListenerHandle::drained));
+        let drained = tokio::time::timeout(deadline, all).await.is_ok();
+        let _ = self.phase.send(Phase::Stopped);
+        let _ = self.admin_phase.send(Phase::Stopped);
+        for l in self.listeners.iter().chain(&self.admin_listener) {
+            l.abort();
+        }
+        drained
+    }
+}
+
+/// Request ids: 128 random bits as 32 hex digits.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut n = fastrand::u128(..);
+        let mut out = [0u8; 32];
+        for b in out.iter_mut().rev() {
+            *b = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        HeaderValue::from_bytes(&out).ok().map(RequestId::new)
+    }
+}
+
+/// The innermost service: does what the matched route says.
+#[derive(Clone, Copy)]
+struct Dispatch;
+
+/// The route layer always inserts a match; reaching dispatch without one is
+/// a wiring bug, reported as a 500 rather than a panic.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: request reached dispatch without a route")]
+struct Unrouted;
+
+impl HttpError for Unrouted {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+    fn code(&self) -> &'static str {
+        "internal_error"
+    }
+}
+
+type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxHttpError>> + Send>>;
+
+impl Service<Request<Incoming>> for Dispatch {
+    type Response = Response<GatewayBody>;
+    type Error = BoxHttpError;
+    type Future = DispatchFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxHttpError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> DispatchFuture {
+        let Some(m) = req.extensions_mut().remove::<RouteMatch<Arc<RouteHandler>>>() else {
+            return Box::pin(async { Err(Unrouted.into()) });
+        };
+        let log = req.extensions().get::<Arc<RequestLog>>().cloned();
+        if let Some(log) = &log {
+            log.set_route(&m.route.name);
+        }
+        Box::pin(async move {
+            let route = &m.route;
+            match &route.action {
+                Action::Respond(answer) => Ok(answer.response()),
+                Action::Proxy(upstream) => {
+                    let conn = req.extensions().get::<ConnInfo>().copied();
+                    let opts = ForwardOptions {
+                        path: &m.path,
+                        strip_prefix: route.strip_prefix.as_deref(),
+                        client_ip: conn.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
+                        tls: conn.is_some_and(|c| c.tls),
+                        max_body: route.max_body,
+                        timeout: route.timeout,
+                    };
+                    match upstream.forward(req, opts).await {
+                        Ok(resp) => {
+                            if let (Some(log), Some(t)) = (&log, resp.extensions().get::<UpstreamTarget>()) {
+                                log.set_target(&t.0);
+                            }
+                            Ok(resp)
+                        }
+                        Err(e) => {
+                            if let (Some(log), Some(t)) = (&log, e.target()) {
+                                log.set_target(t);
+                            }
+                            Err(e.into())
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,195 @@
+use super::*;
+use std::path::Path;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("routes.yaml"), src, &no_env)
+}
+
+fn problems(src: &str) -> Vec<String> {
+    let err = parse(src).expect_err("config should be rejected");
+    err.to_string().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn an_empty_file_gets_the_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.listen.gateway.len(), 1);
+    assert_eq!(c.listen.gateway[0].bind.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.listen.admin.unwrap().to_string(), "127.0.0.1:9901");
+    assert!(c.routes.is_empty());
+    assert_eq!(c.drain_timeout, defaults::DRAIN_TIMEOUT);
+}
+
+#[test]
+fn a_full_gateway_config_decodes() {
+    let src = r#"
+listen:
+  gateway:
+    - { bind: "127.0.0.1:8080", idle_timeout: 2m, max_header_size: 16KiB }
+    - { bind: "127.0.0.1:8443", max_connections: 50 }
+  admin: { bind: "127.0.0.1:9999" }
+log: { format: json, access: false }
+drain_timeout: 5s
+upstreams:
+  orders-svc:
+    targets: ["http://127.0.0.1:9000", "https://Orders.internal"]
+    balance: least_request
+    timeout: 15s
+    health_check: { path: /healthz, interval: 1s, unhealthy_threshold: 2 }
+    retries: { max: 2, statuses: [502, 503] }
+routes:
+  - name: get-order
+    path: /api/orders/{id}
+    methods: [get, HEAD]
+    host: "*.example.com"
+    upstream: orders-svc
+    strip_prefix: /api/
+    timeout: 2s
+    max_body: 1MiB
+  - name: ping
+    path: /ping
+    respond: { status: 200, body: "pong", headers: { X-Test: yes } }
+"#;
+    let c = parse(src).unwrap();
+    assert_eq!(c.listen.gateway.len(), 2);
+    assert_eq!(c.listen.gateway[0].limits.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.listen.gateway[0].limits.max_header_size, 16 * 1024);
+    assert_eq!(c.listen.gateway[1].limits.max_connections, 50);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(!c.log.access);
+    let u = &c.upstreams["orders-svc"];
+    assert_eq!(u.targets[1], TargetUrl { tls: true, host: "orders.internal".into(), port: 443 });
+    assert_eq!(u.balance, Balance::LeastRequest);
+    assert_eq!(u.health_check.as_ref().unwrap().unhealthy_threshold, 2);
+    assert_eq!(u.health_check.as_ref().unwrap().healthy_threshold, 2);
+    assert_eq!(u.retries.statuses, vec![502, 503]);
+    let r = &c.routes[0];
+    assert_eq!(r.methods, vec!["GET", "HEAD"]);
+    assert_eq!(r.strip_prefix.as_deref(), Some("/api"));
+    assert_eq!(r.max_body, 1 << 20);
+    assert_eq!(r.host, Some(HostPattern::Suffix(".example.com".into())));
+    let RouteTarget::Respond(resp) = &c.routes[1].target else { panic!("respond route") };
+    assert_eq!(resp.body, "pong");
+    assert_eq!(resp.headers, vec![("x-test".into(), "yes".into())]);
+}
+
+#[test]
+fn every_problem_is_reported_with_file_line_column_and_key() {
+    let src = "\
+listen:
+  gateway: { bnid: \"0.0.0.0:8080\" }
+upstreams:
+  orders:
+    targets: [\"ftp://x\"]
+    timeout: 30
+routes:
+  - name: a
+    path: api/orders
+    upstream: orders
+  - name: b
+    path: /x
+    upstream: ordres
+    methods: [GET, \"B@D\"]
+";
+    let lines = problems(src);
+    assert_eq!(
+        lines,
+        vec![
+            "routes.yaml:2:14: listen.gateway.bnid: unknown key `bnid` (did you mean `bind`?)",
+            "routes.yaml:5:15: upstreams.orders.targets[0]: a target must start with http:// or https://, found `ftp://x`",
+            "routes.yaml:6:14: upstreams.orders.timeout: `30` has no unit: write e.g. `30s` or `30ms`",
+            "routes.yaml:9:11: routes[0].path: a path must start with `/`, found `api/orders`",
+            "routes.yaml:13:15: routes[1].upstream: unknown upstream `ordres` (did you mean `orders`?)",
+            "routes.yaml:14:20: routes[1].methods[1]: `B@D` is not an HTTP method",
+            "6 problems in routes.yaml",
+        ]
+    );
+}
+
+#[test]
+fn references_are_checked_after_decoding() {
+    let src = "\
+upstreams:
+  orders: { targets: [\"http://127.0.0.1:1\"] }
+routes:
+  - { name: a, path: /x, upstream: ordrs }
+  - { name: a, path: /y, upstream: orders }
+  - { name: c, path: /y, upstream: orders, strip_prefix: /z }
+";
+    let lines = problems(src);
+    assert!(
+        lines[0].starts_with(
+            "routes.yaml:4:36: routes[0].upstream: unknown upstream `ordrs` (did you mean `orders`?)"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("routes[1].name: route name `a` is already used by routes[0]")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("`/z` is not a leading part")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("route `c` has the same host, path and methods as route `a`")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn identical_routes_are_rejected_but_disjoint_methods_are_fine() {
+    let base = "upstreams: { u: { targets: [\"http://127.0.0.1:1\"] } }\nroutes:\n";
+    let dup = format!("{base}  - {{ name: a, path: /x, upstream: u, methods: [GET] }}\n  - {{ name: b, path: /x, upstream: u, methods: [GET, POST] }}\n");
+    assert!(problems(&dup)[0].contains("same host, path and methods as route `a`"));
+    let ok = format!("{base}  - {{ name: a, path: /x, upstream: u, methods: [GET] }}\n  - {{ name: b, path: /x, upstream: u, methods: [POST] }}\n");
+    assert!(parse(&ok).is_ok());
+}
+
+#[test]
+fn later_sections_are_refused_until_they_work() {
+    let lines = problems(
+        "waf: { rules: ./waf-rules }\nroutes:\n  - { name: a, path: /x, respond: {}, auth: main }\n",
+    );
+    assert!(lines[0].contains("1:1: waf: `waf` is not supported yet"), "{lines:?}");
+    assert!(lines[1].contains("routes[0].auth: `auth` is not supported yet"), "{lines:?}");
+}
+
+#[test]
+fn environment_variables_expand_and_missing_ones_are_problems() {
+    let env = |n: &str| (n == "PORT").then(|| "7000".to_string());
+    let src = "listen: { gateway: { bind: \"127.0.0.1:${PORT}\" }, admin: { bind: \"${ADMIN}\" } }";
+    let err = Config::parse(Path::new("r.yaml"), src, &env).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].message.contains("`ADMIN` is not set"));
+    let ok = Config::parse(Path::new("r.yaml"), "listen: { gateway: { bind: \"127.0.0.1:${PORT}\" } }", &env)
+        .unwrap();
+    assert_eq!(ok.listen.gateway[0].bind.port(), 7000);
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    let lines = problems("routes:\n  - name: [a\n");
+    assert!(lines[0].starts_with("routes.yaml:3:1: invalid YAML:"), "{lines:?}");
+}
+
+#[test]
+fn missing_tls_files_are_reported() {
+    let lines = problems("listen: { gateway: { tls: { cert: nope.pem, key: nope.key } } }");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].contains("listen.gateway.tls.cert: cannot read"), "{lines:?}");
+}
+
+#[test]
+fn targets_parse_scheme_host_and_port() {
+    assert_eq!(
+        TargetUrl::parse("http://127.0.0.1:9000/").unwrap(),
+        TargetUrl { tls: false, host: "127.0.0.1".into(), port: 9000 }
+    );
+    assert_eq!(TargetUrl::parse("http://svc").unwrap().port, 80);
+    assert_eq!(TargetUrl::parse("http://[::1]:81").unwrap().authority(), "[::1]:81");
+    assert!(TargetUrl::parse("http://x/path").is_err());
+    assert!(TargetUrl::parse("http://x:99999").is_err());
+    assert!(TargetUrl::parse("http://:80").is_err());
+}

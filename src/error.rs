@@ -1,0 +1,30 @@
+//! The typed-error contract of the request path.
+//!
+//! A layer that rejects a request returns an error implementing [`HttpError`]:
+//! the error says which status and stable code it deserves, and
+//! `server::rescue` (the only place that does so) renders it as a JSON body
+//! carrying the request id. No layer builds its own error responses.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+/// An error that knows the HTTP answer it deserves.
+pub trait HttpError: std::error::Error + Send + Sync + 'static {
+    fn status(&self) -> StatusCode;
+
+    /// A stable, machine-readable code (`route_not_found`, `upstream_timeout`).
+    fn code(&self) -> &'static str;
+
+    /// Extra headers the answer must carry (`Allow` for 405, say).
+    fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        Vec::new()
+    }
+}
+
+/// What the services of the request path fail with.
+pub type BoxHttpError = Box<dyn HttpError>;
+
+impl<E: HttpError> From<E> for BoxHttpError {
+    fn from(e: E) -> Self {
+        Box::new(e)
+    }
+}

@@ -1,0 +1,32 @@
+//! gatehouse: an API gateway that fronts HTTP backends and carries its own
+//! queues and topics.
+//!
+//! # Layout
+//!
+//! Data flows one way; a module uses only those listed after it.
+//!
+//! - [`config`]: `routes.yaml` → validated plain data, or every problem with
+//!   its `file:line:col`.
+//! - [`tls`]: rustls server (SNI, mTLS, reload) and client configurations.
+//! - [`server`]: accept loops, connection limits and timeouts, hyper
+//!   connections, graceful shutdown; [`server::rescue`] renders errors.
+//! - [`routing`]: the route table and the layer that applies it.
+//! - [`middleware`]: the other request-path layers (access log, metrics).
+//! - [`proxy`]: upstream pools, balancing, health, retries, forwarding.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`app`]: the only place that wires the above from a config.
+//! - [`error`], [`body`]: the error contract and body types they share.
+//!
+//! The binary (`src/main.rs`) is the CLI: `gatehouse serve` and
+//! `gatehouse check`.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod middleware;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod tls;

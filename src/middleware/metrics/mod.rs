@@ -1,0 +1,97 @@
+//! The request metrics every gateway route reports, as prometheus-client
+//! handles. Registered once at startup; the admin listener exposes them.
+
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: Arc<String>,
+    pub status: StatusClass,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: Arc<String>,
+}
+
+/// `1xx` … `5xx`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum StatusClass {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+}
+
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Informational => "1xx",
+            Self::Success => "2xx",
+            Self::Redirection => "3xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
+        })
+    }
+}
+
+impl StatusClass {
+    pub fn of(status: http::StatusCode) -> Self {
+        match status.as_u16() {
+            100..=199 => Self::Informational,
+            200..=299 => Self::Success,
+            300..=399 => Self::Redirection,
+            400..=499 => Self::ClientError,
+            _ => Self::ServerError,
+        }
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// Handles for the HTTP request metrics.
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    pub requests: Family<RouteStatus, Counter>,
+    pub duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub in_flight: Gauge,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            in_flight: Gauge::default(),
+        };
+        registry.register(
+            "gatehouse_http_requests",
+            "Requests answered by the gateway listeners, by route and status class (route is empty when none matched)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "gatehouse_http_request_duration_seconds",
+            "Time from request to the end of the response body, by route",
+            m.duration.clone(),
+        );
+        registry.register(
+            "gatehouse_http_requests_in_flight",
+            "Requests being answered now",
+            m.in_flight.clone(),
+        );
+        m
+    }
+}

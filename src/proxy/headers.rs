@@ -1,0 +1,162 @@
+//! Header rewriting between client and upstream: hop-by-hop removal
+//! (RFC 9110 §7.6.1), `X-Forwarded-*`, and the WebSocket upgrade exception.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
+
+/// Headers that describe one hop and never travel further.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes hop-by-hop headers, including every header named in
+/// `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHENTICATE);
+}
+
+/// The protocol a client asks to switch to (HTTP/1.1 `Upgrade` with
+/// `Connection: upgrade`), if any.
+pub fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !wants {
+        return None;
+    }
+    headers.get(header::UPGRADE).cloned()
+}
+
+/// Puts back the two headers an upgrade needs after hop-by-hop removal.
+pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// How the request reached the gateway, for the `X-Forwarded-*` headers.
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    pub tls: bool,
+    /// The host the client asked for, port included as sent.
+    pub host: Option<&'a str>,
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`.
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+    let ip = fwd.client_ip.to_canonical().to_string();
+    let prior: Vec<&str> = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect();
+    let value = if prior.is_empty() { ip } else { format!("{}, {ip}", prior.join(", ")) };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(&XFF, v);
+    }
+    headers.insert(&XFP, HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
+    match fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(h) => {
+            headers.insert(&XFH, h);
+        }
+        None => {
+            headers.remove(&XFH);
+        }
+    }
+}
+
+/// Methods a retry cannot repeat harmfully (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("content-type", "text/plain"),
+            ("authorization", "Bearer x"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, vec!["content-type", "authorization"]);
+    }
+
+    #[test]
+    fn upgrades_are_recognised_only_on_http11_with_connection_upgrade() {
+        let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(upgrade_protocol(Version::HTTP_11, &h).unwrap(), "websocket");
+        assert!(upgrade_protocol(Version::HTTP_2, &h).is_none());
+        let h = map(&[("upgrade", "websocket")]);
+        assert!(upgrade_protocol(Version::HTTP_11, &h).is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client_and_overwrite_the_rest() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &Forwarded {
+                client_ip: "::ffff:10.0.0.7".parse().unwrap(),
+                tls: false,
+                host: Some("api.example.com:8080"),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
+    }
+}

@@ -1,0 +1,131 @@
+//! [`RouteLayer`]: matches each request against the current route table and
+//! hands the match to the inner service through the request's extensions.
+//! No match is a typed error (404, 405 with `Allow`, 400 for a path that
+//! climbs above the root).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use futures_util::future::{Either, Ready};
+use http::header::{HeaderName, HeaderValue, ALLOW};
+use http::{Method, Request, Response, StatusCode};
+use tower::{Layer, Service};
+
+use super::{normalize_path, request_host, Match, RouteTable};
+use crate::error::{BoxHttpError, HttpError};
+
+/// The route chosen for a request, found in its extensions.
+#[derive(Clone, Debug)]
+pub struct RouteMatch<T> {
+    pub route: T,
+    /// The normalised path (dot segments resolved) the route matched.
+    pub path: Arc<str>,
+}
+
+/// The swappable table a [`RouteLayer`] reads; a reload stores a new one.
+pub type SharedTable<T> = Arc<ArcSwap<RouteTable<T>>>;
+
+#[derive(Clone)]
+pub struct RouteLayer<T> {
+    table: SharedTable<T>,
+}
+
+impl<T> RouteLayer<T> {
+    pub fn new(table: SharedTable<T>) -> Self {
+        Self { table }
+    }
+}
+
+impl<S, T> Layer<S> for RouteLayer<T> {
+    type Service = Route<S, T>;
+    fn layer(&self, inner: S) -> Route<S, T> {
+        Route { inner, table: self.table.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Route<S, T> {
+    inner: S,
+    table: SharedTable<T>,
+}
+
+impl<S, T, B, RB> Service<Request<B>> for Route<S, T>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = BoxHttpError>,
+    T: Clone + Send + Sync + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxHttpError;
+    type Future = Either<Ready<Result<Response<RB>, BoxHttpError>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxHttpError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let reject = |e: BoxHttpError| Either::Left(futures_util::future::ready(Err(e)));
+        let path = match normalize_path(req.uri().path()) {
+            Ok(p) => p,
+            Err(_) => return reject(Box::new(RoutingError::InvalidPath)),
+        };
+        let table = self.table.load();
+        let host = request_host(&req);
+        let found = match table.find(host.as_deref(), &path, req.method()) {
+            Match::Found(route) => RouteMatch { route: route.clone(), path: Arc::from(&*path) },
+            Match::NotFound => {
+                return reject(Box::new(RoutingError::NotFound {
+                    method: req.method().clone(),
+                    path: path.into_owned(),
+                }))
+            }
+            Match::MethodNotAllowed { allow } => {
+                return reject(Box::new(RoutingError::MethodNotAllowed {
+                    method: req.method().clone(),
+                    allow,
+                }))
+            }
+        };
+        drop(host);
+        req.extensions_mut().insert(found);
+        Either::Right(self.inner.call(req))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error("no route matches {method} {path}")]
+    NotFound { method: Method, path: String },
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed { method: Method, allow: Vec<Method> },
+    #[error("the request path climbs above the root")]
+    InvalidPath,
+}
+
+impl HttpError for RoutingError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RoutingError::NotFound { .. } => StatusCode::NOT_FOUND,
+            RoutingError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            RoutingError::InvalidPath => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            RoutingError::NotFound { .. } => "route_not_found",
+            RoutingError::MethodNotAllowed { .. } => "method_not_allowed",
+            RoutingError::InvalidPath => "invalid_path",
+        }
+    }
+
+    fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            RoutingError::MethodNotAllowed { allow, .. } => {
+                let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+                HeaderValue::from_str(&list.join(", ")).map(|v| vec![(ALLOW, v)]).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Rescue: the one place where request-path errors become HTTP responses.
+//!
+//! Every rejection (no route, body too large, upstream down, ...) is an
+//! [`HttpError`]; [`Rescue`] turns it into a response with the error's status
+//! and headers and a JSON body:
+//!
+//! ```json
+//! {"error":"upstream_unavailable","message":"...","request_id":"..."}
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::body::GatewayBody;
+use crate::error::BoxHttpError;
+
+/// Renders `err` as the response a client receives.
+pub fn render(err: &BoxHttpError, request_id: Option<&HeaderValue>) -> Response<GatewayBody> {
+    let mut body = serde_json::json!({
+        "error": err.code(),
+        "message": err.to_string(),
+    });
+    if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
+        body["request_id"] = serde_json::Value::String(id.to_owned());
+    }
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut resp = Response::new(GatewayBody::full(Bytes::from(bytes)));
+    *resp.status_mut() = err.status();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in err.headers() {
+        headers.append(name, value);
+    }
+    resp
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue { inner }
+    }
+}
+
+/// Turns `Err(HttpError)` from the inner service into a response.
+#[derive(Clone, Debug)]
+pub struct Rescue<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Rescue<S>
+where
+    S: Service<Request<B>, Response = Response<GatewayBody>, Error = BoxHttpError>,
+{
+    type Response = Response<GatewayBody>;
+    type Error = std::convert::Infallible;
+    type Future = RescueFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The inner stack is always ready (no layer applies backpressure
+        // through poll_ready); an error here would have no request to answer.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let request_id = req.headers().get("x-request-id").cloned();
+        RescueFuture { inner: self.inner.call(req), request_id }
+    }
+}
+
+pin_project! {
+    pub struct RescueFuture<F> {
+        #[pin]
+        inner: F,
+        request_id: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response<GatewayBody>, BoxHttpError>>,
+{
+    type Output = Result<Response<GatewayBody>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
+            Ok(resp) => resp,
+            Err(err) => render(&err, this.request_id.as_ref()),
+        }))
+    }
+}
