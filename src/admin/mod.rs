@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use tower::Service;
 
 use crate::body::GatewayBody;
-use crate::proxy::Upstream;
+use crate::proxy::{TargetSnapshot, Upstream};
 use crate::server::ListenerStats;
 
 /// The upstreams currently in use; replaced on reload.
@@ -190,6 +190,9 @@ impl Collector for ListenerCollector {
     }
 }
 
+type GaugeRow = (&'static str, &'static str, fn(&TargetSnapshot) -> i64);
+type CounterRow = (&'static str, &'static str, fn(&TargetSnapshot) -> u64);
+
 /// Exposes upstream target health and load at scrape time.
 #[derive(Debug)]
 pub struct UpstreamCollector {
@@ -199,7 +202,7 @@ pub struct UpstreamCollector {
 impl Collector for UpstreamCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let upstreams = self.upstreams.load();
-        let rows: Vec<([(&str, String); 2], crate::proxy::TargetSnapshot)> = upstreams
+        let rows: Vec<([(&str, String); 2], TargetSnapshot)> = upstreams
             .iter()
             .flat_map(|u| {
                 u.snapshot()
@@ -207,7 +210,7 @@ impl Collector for UpstreamCollector {
                     .map(move |t| ([("upstream", u.name().to_string()), ("target", t.label.to_string())], t))
             })
             .collect();
-        let gauges: [(&str, &str, fn(&crate::proxy::TargetSnapshot) -> i64); 2] = [
+        let gauges: [GaugeRow; 2] = [
             (
                 "gatehouse_upstream_target_healthy",
                 "1 when the target takes requests (not failed by health checks, not ejected)",
@@ -223,7 +226,7 @@ impl Collector for UpstreamCollector {
                 ConstGauge::new(value(t)).encode(e.encode_family(labels)?)?;
             }
         }
-        let counters: [(&str, &str, fn(&crate::proxy::TargetSnapshot) -> u64); 3] = [
+        let counters: [CounterRow; 3] = [
             ("gatehouse_upstream_target_requests", "Attempts sent to the target", |t| t.requests),
             ("gatehouse_upstream_target_failures", "Connect failures and 5xx answers from the target", |t| {
                 t.failures

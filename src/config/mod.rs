@@ -947,8 +947,9 @@ fn validate(c: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
 
     let mut binds = HashSet::new();
+    // Port 0 asks the system for a free port, so it never clashes.
     for g in &c.listen.gateway {
-        if !binds.insert(g.bind) {
+        if g.bind.port() != 0 && !binds.insert(g.bind) {
             problems.push(Problem::at_value(g.key.key("bind"), format!("{} is bound twice", g.bind)));
         }
         if let Some(tls) = &g.tls {
@@ -966,7 +967,7 @@ fn validate(c: &Config) -> Vec<Problem> {
         }
     }
     if let Some(admin) = c.listen.admin {
-        if binds.contains(&admin) {
+        if admin.port() != 0 && binds.contains(&admin) {
             problems.push(Problem::at_value(
                 KeyPath::root().key("listen").key("admin").key("bind"),
                 format!("{admin} is already a gateway listener"),

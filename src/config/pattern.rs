@@ -63,7 +63,8 @@ impl PathPattern {
                     "segment `{part}` mixes text with `{{`, `}}` or `*`; a parameter must be a whole segment: `{text}`"
                 ));
             }
-            if part.is_empty() && !(last && !prefix) {
+            // Only a pattern's very end may be empty (`/a/` is the path "/a/").
+            if part.is_empty() && (prefix || !last) {
                 return Err(format!("empty segment (`//`) in `{text}`"));
             }
             segments.push(PathSegment::Literal((*part).to_owned()));
