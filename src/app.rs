@@ -26,7 +26,6 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
@@ -36,16 +35,17 @@ use crate::body::GatewayBody;
 use crate::config::{Config, ConfigError, FixedResponse, KeyPath, Problem, RouteTarget};
 use crate::error::{BoxHttpError, HttpError};
 use crate::middleware::access_log::{AccessLogLayer, RequestLog};
-use crate::middleware::metrics::HttpMetrics;
+use crate::middleware::metrics::{HttpMetrics, RouteStats};
 use crate::proxy::{ForwardOptions, Upstream, UpstreamTarget};
 use crate::routing::{RouteLayer, RouteMatch, RouteSpec, RouteTable, SharedTable};
 use crate::server::rescue::RescueLayer;
-use crate::server::{spawn_listener, ConnInfo, ListenerHandle, ListenerSpec, Phase};
+use crate::server::{self, ConnInfo, Listener, ListenerSpec, Phase};
 use crate::tls::ReloadableServerConfig;
 
 /// What a matched route does.
 pub struct RouteHandler {
-    pub name: Arc<String>,
+    /// The route's name and metric handles.
+    pub stats: Arc<RouteStats>,
     pub action: Action,
     pub strip_prefix: Option<String>,
     pub timeout: Duration,
@@ -102,7 +102,11 @@ pub struct Plan {
 /// Builds a [`Plan`]. Upstreams whose configuration equals one in
 /// `previous` are reused, keeping their health state and pooled
 /// connections across a reload.
-pub fn plan(config: Config, previous: Option<&BTreeMap<String, Upstream>>) -> Result<Plan, ConfigError> {
+pub fn plan(
+    config: Config,
+    previous: Option<&BTreeMap<String, Upstream>>,
+    metrics: &HttpMetrics,
+) -> Result<Plan, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
     let mut tls = Vec::new();
     for l in &config.listen.gateway {
@@ -123,7 +127,7 @@ pub fn plan(config: Config, previous: Option<&BTreeMap<String, Upstream>>) -> Re
             upstreams.insert(name.clone(), prev.clone());
             continue;
         }
-        match Upstream::new(name, u, &KeyPath::root().key("upstreams").key(name)) {
+        match Upstream::new(name, u, &KeyPath::root().key("upstreams").key(name), config.workers) {
             Ok(up) => {
                 upstreams.insert(name.clone(), up);
             }
@@ -151,7 +155,7 @@ pub fn plan(config: Config, previous: Option<&BTreeMap<String, Upstream>>) -> Re
             methods: r.methods.iter().filter_map(|m| m.parse().ok()).collect(),
         };
         let handler = RouteHandler {
-            name: Arc::new(r.name.clone()),
+            stats: metrics.route(&Arc::new(r.name.clone())),
             action,
             strip_prefix: r.strip_prefix.clone(),
             timeout,
@@ -186,35 +190,41 @@ pub struct Gatehouse {
     upstreams: UpstreamSet,
     upstream_map: Mutex<BTreeMap<String, Upstream>>,
     tls: Vec<(SocketAddr, ReloadableServerConfig)>,
+    metrics: HttpMetrics,
     phase: watch::Sender<Phase>,
     admin_phase: watch::Sender<Phase>,
-    listeners: Vec<ListenerHandle>,
-    admin_listener: Option<ListenerHandle>,
+    listeners: Vec<Arc<Listener>>,
+    admin_listener: Option<Arc<Listener>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     draining: Arc<AtomicBool>,
 }
 
-/// Binds every listener and starts serving.
+/// Binds every listener, starts the data-plane workers (see
+/// [`crate::worker`]) and serves. Background work (health checks, the admin
+/// listener) runs on the caller's runtime.
 pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
-    let plan = plan(config, None)?;
+    let workers = config.workers;
+    let metrics = HttpMetrics::new();
+    let plan = plan(config, None, &metrics)?;
     let config = plan.config.clone();
 
     // Bind everything first, so a port in use is reported before serving.
     let mut bound = Vec::new();
     let mut problems = Vec::new();
     for l in &config.listen.gateway {
-        match TcpListener::bind(l.bind).await {
-            Ok(s) => bound.push(Some(s)),
+        match server::bind(l.bind, workers) {
+            Ok(sockets) => bound.push(sockets),
             Err(e) => {
                 problems
                     .push(Problem::at_value(l.key.key("bind"), format!("cannot listen on {}: {e}", l.bind)));
-                bound.push(None);
+                bound.push(Vec::new());
             }
         }
     }
     let admin_socket = match config.listen.admin {
         None => None,
-        Some(addr) => match TcpListener::bind(addr).await {
-            Ok(s) => Some(s),
+        Some(addr) => match server::bind(addr, 1) {
+            Ok(mut s) => s.pop(),
             Err(e) => {
                 let key = KeyPath::root().key("listen").key("admin").key("bind");
                 problems.push(Problem::at_value(key, format!("cannot listen on {addr}: {e}")));
@@ -227,10 +237,10 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     }
 
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::register(&mut registry);
+    metrics.register(&mut registry);
     let table: SharedTable<Arc<RouteHandler>> = Arc::new(ArcSwap::from_pointee(plan.table));
     for u in plan.upstreams.values() {
-        u.start_health_checks();
+        u.start_background_tasks();
     }
     let upstreams: UpstreamSet = Arc::new(ArcSwap::from_pointee(plan.upstreams.values().cloned().collect()));
     let (phase, phase_rx) = watch::channel(Phase::Running);
@@ -239,7 +249,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(AccessLogLayer::new(metrics, config.log.access))
+        .layer(AccessLogLayer::new(metrics.clone(), config.log.access))
         .layer(RescueLayer)
         .layer(RouteLayer::new(table.clone()))
         .service(Dispatch);
@@ -247,20 +257,72 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let mut listeners = Vec::new();
     let mut tls_handles = Vec::new();
     let mut stats = Vec::new();
-    for ((l, socket), tls) in config.listen.gateway.iter().zip(bound).zip(plan.tls) {
-        let socket = socket.expect("bind failures returned above");
+    // sockets[w] holds worker w's socket for every gateway listener.
+    let mut sockets: Vec<Vec<(Arc<Listener>, std::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for ((l, socks), tls) in config.listen.gateway.iter().zip(bound).zip(plan.tls) {
+        let local = socks[0].local_addr().map_err(|e| {
+            StartError::Bind(config.error(vec![Problem::at_value(l.key.key("bind"), e.to_string())]))
+        })?;
         let tls = tls.map(ReloadableServerConfig::new);
         if let Some(t) = &tls {
             tls_handles.push((l.bind, t.clone()));
         }
-        let spec = ListenerSpec { tls, limits: l.limits.clone() };
-        let service = stack.clone();
-        let handle = spawn_listener(socket, spec, move |_: ConnInfo| service.clone(), phase_rx.clone())
+        let listener = Listener::new(local, ListenerSpec { tls, limits: l.limits.clone() });
+        stats.push((format!("gateway {local}"), listener.stats.clone()));
+        for (w, sock) in socks.into_iter().enumerate() {
+            sockets[w].push((listener.clone(), sock));
+        }
+        listeners.push(listener);
+    }
+
+    let mut threads = Vec::new();
+    let mut ready = Vec::new();
+    for (index, worker_sockets) in sockets.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ready.push(rx);
+        let stack = stack.clone();
+        let mut phase = phase_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("gatehouse-worker-{index}"))
+            .spawn(move || {
+                crate::worker::enter(index);
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("worker {index}: cannot start a runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    for (listener, socket) in worker_sockets {
+                        let service = stack.clone();
+                        let served =
+                            listener.serve(socket, move |_: ConnInfo| service.clone(), phase.clone());
+                        if let Err(e) = served {
+                            let _ = tx.send(Err(format!("worker {index}: {e}")));
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Ok(()));
+                    // Serve until told to stop; dropping the runtime then
+                    // closes whatever is left.
+                    let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+                });
+            })
             .map_err(|e| {
-                StartError::Bind(config.error(vec![Problem::at_value(l.key.clone(), e.to_string())]))
+                StartError::Bind(config.error(vec![Problem::at_value(
+                    KeyPath::root(),
+                    format!("cannot start worker threads: {e}"),
+                )]))
             })?;
-        stats.push((format!("gateway {}", handle.local_addr), handle.stats.clone()));
-        listeners.push(handle);
+        threads.push(thread);
+    }
+    for rx in ready {
+        if let Ok(Err(e)) | Err(e) = rx.await.map_err(|e| e.to_string()) {
+            let _ = phase.send(Phase::Stopped);
+            return Err(StartError::Bind(config.error(vec![Problem::at_value(KeyPath::root(), e)])));
+        }
     }
 
     let draining = Arc::new(AtomicBool::new(false));
@@ -271,33 +333,39 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     };
     registry.register_collector(Box::new(ListenerCollector { listeners: stats }));
     registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
-    let admin_listener = match admin_socket {
+    let mut admin_listener = None;
+    let admin_addr = match admin_socket {
         None => None,
         Some(socket) => {
+            let addr = socket.local_addr().ok();
             let admin = AdminService::new(Arc::new(registry), readiness.clone());
-            let spec = ListenerSpec { tls: None, limits: Default::default() };
-            let handle = spawn_listener(socket, spec, move |_: ConnInfo| admin.clone(), admin_phase_rx)
-                .map_err(|e| {
-                    StartError::Bind(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
-                })?;
-            Some(handle)
+            let listener = Listener::new(
+                addr.unwrap_or(([127, 0, 0, 1], 0).into()),
+                ListenerSpec { tls: None, limits: Default::default() },
+            );
+            listener.serve(socket, move |_: ConnInfo| admin.clone(), admin_phase_rx).map_err(|e| {
+                StartError::Bind(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
+            })?;
+            admin_listener = Some(listener);
+            addr
         }
     };
     readiness.listening.store(true, Ordering::Relaxed);
 
-    let upstream_map = plan.upstreams;
     Ok(Gatehouse {
         gateway_addrs: listeners.iter().map(|l| l.local_addr).collect(),
-        admin_addr: admin_listener.as_ref().map(|l| l.local_addr),
+        admin_addr,
         config: ArcSwap::new(config),
         table,
         upstreams,
-        upstream_map: Mutex::new(upstream_map),
+        upstream_map: Mutex::new(plan.upstreams),
         tls: tls_handles,
+        metrics,
         phase,
         admin_phase,
         listeners,
         admin_listener,
+        workers: threads,
         draining,
     })
 }
@@ -309,26 +377,22 @@ impl Gatehouse {
     }
 
     /// Applies a new configuration: everything is built and checked first;
-    /// on any problem nothing changes. Listener addresses and connection
-    /// limits need a restart; certificates, routes and upstreams change in
-    /// place.
+    /// on any problem nothing changes. Listener addresses, connection limits
+    /// and the number of workers need a restart; certificates, routes and
+    /// upstreams change in place.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
         let mut current = self.upstream_map.lock().unwrap_or_else(|e| e.into_inner());
-        let plan = plan(config, Some(&current))?;
+        let plan = plan(config, Some(&current), &self.metrics)?;
         let running = self.config.load();
-        if plan.config.listen != running.listen {
-            let changed_tls_only = plan.config.listen.gateway.len() == running.listen.gateway.len()
-                && plan.config.listen.admin == running.listen.admin
-                && plan
-                    .config
-                    .listen
-                    .gateway
-                    .iter()
-                    .zip(&running.listen.gateway)
-                    .all(|(a, b)| a.bind == b.bind && a.limits == b.limits);
-            if !changed_tls_only {
-                tracing::warn!("listener addresses or limits changed; they take effect after a restart");
-            }
+        let restart_needed =
+            plan.config.workers != running.workers
+                || plan.config.listen.admin != running.listen.admin
+                || plan.config.listen.gateway.len() != running.listen.gateway.len()
+                || plan.config.listen.gateway.iter().zip(&running.listen.gateway).any(|(a, b)| {
+                    a.bind != b.bind || a.limits != b.limits || a.tls.is_some() != b.tls.is_some()
+                });
+        if restart_needed {
+            tracing::warn!("listener addresses, limits or workers changed; they take effect after a restart");
         }
         for (l, tls) in plan.config.listen.gateway.iter().zip(&plan.tls) {
             let handle = self.tls.iter().find(|(addr, _)| *addr == l.bind);
@@ -337,7 +401,7 @@ impl Gatehouse {
             }
         }
         for u in plan.upstreams.values() {
-            u.start_health_checks();
+            u.start_background_tasks();
         }
         self.table.store(Arc::new(plan.table));
         self.upstreams.store(Arc::new(plan.upstreams.values().cloned().collect()));
@@ -349,18 +413,42 @@ impl Gatehouse {
     /// Stops accepting, lets in-flight requests finish for up to
     /// `drain_timeout`, then closes what is left. Returns whether everything
     /// drained in time.
-    pub async fn shutdown(self) -> bool {
+    pub async fn shutdown(mut self) -> bool {
         self.draining.store(true, Ordering::Relaxed);
         let _ = self.phase.send(Phase::Draining);
+        for l in &self.listeners {
+            l.set_phase(Phase::Draining);
+        }
         let deadline = self.config.load().drain_timeout;
-        let all = futures_util::future::join_all(self.listeners.iter().map(ListenerHandle::drained));
+        let all = futures_util::future::join_all(self.listeners.iter().map(|l| l.drained()));
         let drained = tokio::time::timeout(deadline, all).await.is_ok();
+        self.stop();
+        let workers = std::mem::take(&mut self.workers);
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+        drained
+    }
+}
+
+impl Gatehouse {
+    /// Closes every connection and stops the workers.
+    fn stop(&self) {
         let _ = self.phase.send(Phase::Stopped);
         let _ = self.admin_phase.send(Phase::Stopped);
         for l in self.listeners.iter().chain(&self.admin_listener) {
-            l.abort();
+            l.set_phase(Phase::Stopped);
         }
-        drained
+    }
+}
+
+impl Drop for Gatehouse {
+    /// Dropping a gatehouse without `shutdown` stops it at once.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -417,19 +505,22 @@ impl Service<Request<Incoming>> for Dispatch {
         };
         let log = req.extensions().get::<Arc<RequestLog>>().cloned();
         if let Some(log) = &log {
-            log.set_route(&m.route.name);
+            log.set_route(&m.route.stats);
         }
         Box::pin(async move {
             let route = &m.route;
             match &route.action {
                 Action::Respond(answer) => Ok(answer.response()),
                 Action::Proxy(upstream) => {
-                    let conn = req.extensions().get::<ConnInfo>().copied();
+                    let (client_ip, tls) = match req.extensions().get::<ConnInfo>() {
+                        Some(c) => (c.peer_ip.clone(), c.tls),
+                        None => (HeaderValue::from_static("unknown"), false),
+                    };
                     let opts = ForwardOptions {
-                        path: &m.path,
+                        normalized_path: m.normalized_path.as_deref(),
                         strip_prefix: route.strip_prefix.as_deref(),
-                        client_ip: conn.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
-                        tls: conn.is_some_and(|c| c.tls),
+                        client_ip: &client_ip,
+                        tls,
                         max_body: route.max_body,
                         timeout: route.timeout,
                     };

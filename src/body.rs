@@ -1,19 +1,16 @@
-//! Body types of the request path.
-//!
-//! [`GatewayBody`] is what every response carries: a fixed buffer (error
-//! answers, fixed responses) or an upstream's streamed body. Keeping it a
-//! plain enum rather than a boxed trait object saves an allocation per
-//! request on the proxy's hot path.
+//! The response body every layer of the request path carries: a fixed
+//! buffer (error answers, fixed responses, admin pages) or an upstream's
+//! streamed body. A plain enum rather than a boxed trait object, which saves
+//! an allocation per request on the proxy's hot path.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+
+use crate::proxy::ResponseBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -21,12 +18,7 @@ pin_project! {
     #[project = GatewayBodyProj]
     pub enum GatewayBody {
         Full { data: Option<Bytes> },
-        Upstream {
-            #[pin]
-            body: Incoming,
-            // Held until the body is finished or dropped.
-            in_flight: Option<InFlight>,
-        },
+        Upstream { #[pin] body: ResponseBody },
     }
 }
 
@@ -39,9 +31,17 @@ impl GatewayBody {
         let data: Bytes = data.into();
         GatewayBody::Full { data: (!data.is_empty()).then_some(data) }
     }
+}
 
-    pub fn upstream(body: Incoming, in_flight: Option<InFlight>) -> Self {
-        GatewayBody::Upstream { body, in_flight }
+impl From<Bytes> for GatewayBody {
+    fn from(data: Bytes) -> Self {
+        GatewayBody::full(data)
+    }
+}
+
+impl From<ResponseBody> for GatewayBody {
+    fn from(body: ResponseBody) -> Self {
+        GatewayBody::Upstream { body }
     }
 }
 
@@ -61,44 +61,21 @@ impl Body for GatewayBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             GatewayBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            GatewayBodyProj::Upstream { body, in_flight } => {
-                let polled = body.poll_frame(cx).map_err(|e| Box::new(e) as BoxError);
-                if let Poll::Ready(None | Some(Err(_))) = &polled {
-                    in_flight.take();
-                }
-                polled
-            }
+            GatewayBodyProj::Upstream { body } => body.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             GatewayBody::Full { data } => data.is_none(),
-            GatewayBody::Upstream { body, .. } => body.is_end_stream(),
+            GatewayBody::Upstream { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             GatewayBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            GatewayBody::Upstream { body, .. } => body.size_hint(),
+            GatewayBody::Upstream { body } => body.size_hint(),
         }
-    }
-}
-
-/// Counts one unit of in-flight work on a shared counter until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    pub fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -15,6 +15,7 @@
 //! - [`proxy`]: upstream pools, balancing, health, retries, forwarding.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: the only place that wires the above from a config.
+//! - [`worker`]: which data-plane worker a thread is (thread per core).
 //! - [`error`], [`body`]: the error contract and body types they share.
 //!
 //! The binary (`src/main.rs`) is the CLI: `gatehouse serve` and
@@ -30,3 +31,4 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod tls;
+pub mod worker;

@@ -10,6 +10,9 @@ use gatehouse::config::{Config, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for an invalid configuration (EX_USAGE, as linkerd does).
 const EXIT_BAD_CONFIG: u8 = 64;
 /// Exit status when a listener cannot be bound (EX_UNAVAILABLE).
@@ -82,7 +85,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     };
     // Building the plan reads certificates and CA files, so `check` finds
     // what `serve` would refuse.
-    match app::plan(config, None) {
+    match app::plan(config, None, &Default::default()) {
         Ok(plan) => {
             let c = &plan.config;
             println!(
@@ -137,7 +140,9 @@ fn serve(path: &std::path::Path, log_format: Option<CliLogFormat>) -> anyhow::Re
         LogFormat::Human => subscriber.init(),
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The control plane (signals, reloads, admin, health checks). Requests
+    // are served by the data-plane workers `app::start` spawns, one per core.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(run(path, config))
 }
 

@@ -54,6 +54,11 @@ pub mod defaults {
     pub const RETRIES: u64 = 1;
     pub const RETRY_BUFFER: u64 = 64 * 1024;
     pub const MAX_BODY: u64 = 10 * 1024 * 1024;
+
+    /// One data-plane worker per core.
+    pub fn workers() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 /// The whole configuration, validated.
@@ -66,6 +71,8 @@ pub struct Config {
     pub source: Arc<str>,
     pub listen: Listen,
     pub log: LogConfig,
+    /// Data-plane worker threads, one event loop each (`auto`: one per core).
+    pub workers: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -367,7 +374,7 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] = &["listen", "log", "drain_timeout", "upstreams", "routes"];
+const TOP_KEYS: &[&str] = &["listen", "log", "workers", "drain_timeout", "upstreams", "routes"];
 /// Sections of DESIGN.md §3 that later work implements.
 const TOP_PENDING: &[&str] = &["aws", "storage", "waf", "auth", "throttle", "queues", "topics"];
 
@@ -384,6 +391,7 @@ fn decode_config(
         source: source.into(),
         listen: default_listen(),
         log: LogConfig::default(),
+        workers: defaults::workers(),
         drain_timeout: defaults::DRAIN_TIMEOUT,
         upstreams: BTreeMap::new(),
         routes: Vec::new(),
@@ -393,6 +401,13 @@ fn decode_config(
         config.listen = listen;
     }
     config.log = decode_log(d, t.get("log"));
+    if let Some(n) = t.get("workers") {
+        if n.value.as_str() != Some("auto") {
+            if let Some(w) = d.integer(&n, 1, 1024) {
+                config.workers = w as usize;
+            }
+        }
+    }
     if let Some(v) = t.get("drain_timeout").and_then(|n| d.duration(&n)) {
         config.drain_timeout = v;
     }

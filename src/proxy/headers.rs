@@ -1,8 +1,6 @@
 //! Header rewriting between client and upstream: hop-by-hop removal
 //! (RFC 9110 §7.6.1), `X-Forwarded-*`, and the WebSocket upgrade exception.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
@@ -18,9 +16,17 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::PROXY_AUTHENTICATE
+}
+
 /// Removes hop-by-hop headers, including every header named in
 /// `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one scan of the names, no hashing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -63,10 +69,11 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// How the request reached the gateway, for the `X-Forwarded-*` headers.
 pub struct Forwarded<'a> {
-    pub client_ip: IpAddr,
+    /// The client's IP address, rendered.
+    pub client_ip: &'a HeaderValue,
     pub tls: bool,
     /// The host the client asked for, port included as sent.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
@@ -76,16 +83,30 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-    let ip = fwd.client_ip.to_canonical().to_string();
-    let prior: Vec<&str> = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect();
-    let value = if prior.is_empty() { ip } else { format!("{}, {ip}", prior.join(", ")) };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(&XFF, v);
+    match headers.entry(&XFF) {
+        http::header::Entry::Vacant(e) => {
+            e.insert(fwd.client_ip.clone());
+        }
+        http::header::Entry::Occupied(mut e) => {
+            // Earlier proxies' list, then this client, in one value.
+            let mut joined: Vec<u8> = Vec::with_capacity(64);
+            for v in e.iter() {
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(v.as_bytes());
+            }
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(fwd.client_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                e.insert(v);
+            }
+        }
     }
     headers.insert(&XFP, HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
-    match fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match fwd.host {
         Some(h) => {
-            headers.insert(&XFH, h);
+            headers.insert(&XFH, h.clone());
         }
         None => {
             headers.remove(&XFH);
@@ -144,19 +165,22 @@ mod tests {
     fn forwarded_headers_append_the_client_and_overwrite_the_rest() {
         let mut h = map(&[
             ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1, 192.0.2.4"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
         ]);
-        set_forwarded(
-            &mut h,
-            &Forwarded {
-                client_ip: "::ffff:10.0.0.7".parse().unwrap(),
-                tls: false,
-                host: Some("api.example.com:8080"),
-            },
-        );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
+        let ip = HeaderValue::from_static("10.0.0.7");
+        let host = HeaderValue::from_static("api.example.com:8080");
+        set_forwarded(&mut h, &Forwarded { client_ip: &ip, tls: false, host: Some(&host) });
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 192.0.2.4, 10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
+
+        let mut fresh = HeaderMap::new();
+        set_forwarded(&mut fresh, &Forwarded { client_ip: &ip, tls: true, host: None });
+        assert_eq!(fresh["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(fresh["x-forwarded-proto"], "https");
+        assert!(fresh.get("x-forwarded-host").is_none());
     }
 }

@@ -74,10 +74,14 @@ async fn probe(up: &UpstreamInner, index: usize, check: &HealthCheckConfig) -> b
     *req.uri_mut() = uri;
     req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("gatehouse-health-check"));
     let attempt = async {
-        let resp = up.client.request(req).await.ok()?;
+        let (resp, lease) = up.connector.send(target, req).await.ok()?;
         let ok = resp.status().is_success() || resp.status().is_redirection();
         // Read the (small) body so the connection can be reused.
-        let _ = resp.into_body().collect().await;
+        if resp.into_body().collect().await.is_ok() {
+            if let Some(lease) = lease {
+                lease.release();
+            }
+        }
         Some(ok)
     };
     matches!(tokio::time::timeout(check.timeout, attempt).await, Ok(Some(true)))

@@ -16,12 +16,12 @@
 //!
 //! Proxy failures are [`ProxyError`]s, rendered by `server::rescue`.
 
+mod client;
 pub mod headers;
 mod health;
 pub mod upstream;
 
 use std::error::Error as StdError;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -37,17 +37,20 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
-use crate::body::{BoxError, GatewayBody, InFlight};
+use crate::body::{BoxError, GatewayBody};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::HttpError;
-pub use upstream::{ActiveHealth, Target, TargetSnapshot, Upstream};
+use client::{Lease, SendError};
+pub use upstream::{ActiveHealth, InFlight, Target, TargetSnapshot, Upstream};
 
 /// Per-request settings that come from the route and the connection.
 pub struct ForwardOptions<'a> {
-    /// The normalised request path (before `strip_prefix`).
-    pub path: &'a str,
+    /// The normalised request path (before `strip_prefix`), when it differs
+    /// from the request's own.
+    pub normalized_path: Option<&'a str>,
     pub strip_prefix: Option<&'a str>,
-    pub client_ip: IpAddr,
+    /// The client's IP address, rendered for `X-Forwarded-For`.
+    pub client_ip: &'a HeaderValue,
     pub tls: bool,
     pub max_body: u64,
     /// Time allowed until the response headers arrive, retries included.
@@ -128,21 +131,21 @@ impl Upstream {
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
 
-        let host = match parts.uri.authority() {
-            Some(a) => Some(a.as_str().to_owned()),
-            None => parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned),
+        let host: Option<HeaderValue> = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
         };
-        let path_and_query = rewrite_path(opts.path, opts.strip_prefix, parts.uri.query());
+        let path_and_query = rewrite_path(&parts.uri, opts.normalized_path, opts.strip_prefix);
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(protocol) = upgrade.clone() {
             headers::restore_upgrade(&mut parts.headers, protocol);
         }
         headers::set_forwarded(
             &mut parts.headers,
-            &headers::Forwarded { client_ip: opts.client_ip, tls: opts.tls, host: host.as_deref() },
+            &headers::Forwarded { client_ip: opts.client_ip, tls: opts.tls, host: host.as_ref() },
         );
         match self.config().host_header {
-            HostHeader::Preserve => match host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            HostHeader::Preserve => match host {
                 Some(h) => {
                     parts.headers.insert(header::HOST, h);
                 }
@@ -150,7 +153,7 @@ impl Upstream {
                     parts.headers.remove(header::HOST);
                 }
             },
-            // The client fills it in from the target's URI.
+            // Set per attempt, from the target.
             HostHeader::Target => {
                 parts.headers.remove(header::HOST);
             }
@@ -159,11 +162,17 @@ impl Upstream {
             UpstreamProtocol::Http1 => Version::HTTP_11,
             UpstreamProtocol::Http2 => Version::HTTP_2,
         };
-        let template =
-            RequestTemplate { method: parts.method, path_and_query, version, headers: parts.headers };
+        let template = RequestTemplate {
+            method: parts.method,
+            path_and_query,
+            version,
+            headers: parts.headers,
+            host_header: self.config().host_header,
+        };
 
         let attempt = self.send_with_retries(template, body, &opts, upgrade.is_some());
-        let (mut resp, target, in_flight) = match tokio::time::timeout(opts.timeout, attempt).await {
+        let (mut resp, target, in_flight, mut lease) = match tokio::time::timeout(opts.timeout, attempt).await
+        {
             Ok(result) => result?,
             Err(_) => return Err(ProxyError::Timeout { upstream: self.name().clone(), after: opts.timeout }),
         };
@@ -171,6 +180,8 @@ impl Upstream {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         match (client_upgrade, switching) {
             (Some(client_side), true) => {
+                // The connection now belongs to the tunnel.
+                lease = None;
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 let label = self.targets()[target].label.clone();
                 tokio::spawn(async move {
@@ -189,7 +200,8 @@ impl Upstream {
         }
         let (mut rparts, rbody) = resp.into_parts();
         rparts.extensions.insert(UpstreamTarget(self.targets()[target].label.clone()));
-        Ok(Response::from_parts(rparts, GatewayBody::upstream(rbody, Some(in_flight))))
+        let body = ResponseBody { body: rbody, in_flight: Some(in_flight), lease };
+        Ok(Response::from_parts(rparts, GatewayBody::from(body)))
     }
 
     async fn send_with_retries(
@@ -198,7 +210,7 @@ impl Upstream {
         body: Incoming,
         opts: &ForwardOptions<'_>,
         is_upgrade: bool,
-    ) -> Result<(Response<Incoming>, usize, InFlight), ProxyError> {
+    ) -> Result<(Response<Incoming>, usize, InFlight, Option<Lease>), ProxyError> {
         let up = &self.inner;
         let retries = &up.config.retries;
         let max_retries = if is_upgrade { 0 } else { retries.max };
@@ -218,8 +230,8 @@ impl Upstream {
             let req = template.build(target, attempt_body, more);
             target.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let in_flight = InFlight::new(&target.in_flight);
-            match up.client.request(req).await {
-                Ok(resp) => {
+            match up.connector.send(target, req).await {
+                Ok((resp, lease)) => {
                     let status = resp.status();
                     if status.is_server_error() {
                         up.record_failure(index);
@@ -230,28 +242,35 @@ impl Upstream {
                         tracing::debug!(upstream = %up.name, target = %target.label, %status, "retrying on another target");
                         continue;
                     }
-                    return Ok((resp, index, in_flight));
+                    return Ok((resp, index, in_flight, lease));
                 }
-                Err(e) => {
+                Err(SendError::NotSent(reason)) => {
+                    up.record_failure(index);
+                    tracing::debug!(upstream = %up.name, target = %target.label, %reason, "could not reach target");
+                    let error =
+                        ProxyError::Connect { upstream: up.name.clone(), target: target.label.clone() };
+                    // The request never left, so any method may go elsewhere.
+                    if more {
+                        last_error = Some(error);
+                        continue;
+                    }
+                    return Err(error);
+                }
+                Err(SendError::Failed(e)) => {
                     if has_cause::<LengthLimitError>(&e) {
                         return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
                     }
-                    if client_body_failed(&e) {
+                    if e.is_user() {
                         return Err(ProxyError::ClientBody(root_cause(&e)));
                     }
-                    let connect = e.is_connect();
-                    let error = if connect {
-                        up.record_failure(index);
-                        ProxyError::Connect { upstream: up.name.clone(), target: target.label.clone() }
-                    } else {
-                        ProxyError::Failed {
-                            upstream: up.name.clone(),
-                            target: target.label.clone(),
-                            reason: root_cause(&e),
-                        }
+                    let reason = root_cause(&e);
+                    tracing::debug!(upstream = %up.name, target = %target.label, %reason, "upstream attempt failed");
+                    let error = ProxyError::Failed {
+                        upstream: up.name.clone(),
+                        target: target.label.clone(),
+                        reason,
                     };
-                    tracing::debug!(upstream = %up.name, target = %target.label, error = %root_cause(&e), "upstream attempt failed");
-                    if more && (connect || idempotent) {
+                    if more && idempotent {
                         last_error = Some(error);
                         continue;
                     }
@@ -276,37 +295,57 @@ struct RequestTemplate {
     path_and_query: PathAndQuery,
     version: Version,
     headers: HeaderMap,
+    host_header: HostHeader,
 }
 
 impl RequestTemplate {
     /// Builds the request for one attempt; the headers are copied only when
     /// another attempt may need them.
     fn build(&mut self, target: &Target, body: UpstreamBody, keep: bool) -> Request<UpstreamBody> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(target.scheme.clone());
-        uri.authority = Some(target.authority.clone());
-        uri.path_and_query = Some(self.path_and_query.clone());
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
         *req.version_mut() = self.version;
         *req.headers_mut() = if keep { self.headers.clone() } else { std::mem::take(&mut self.headers) };
+        if self.version == Version::HTTP_2 {
+            // HTTP/2 takes :scheme and :authority from an absolute URI.
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(target.scheme.clone());
+            uri.authority = Some(target.authority.clone());
+            uri.path_and_query = Some(self.path_and_query.clone());
+            *req.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+        } else {
+            // HTTP/1.1 sends the origin form and the host in `Host`.
+            *req.uri_mut() = Uri::from(self.path_and_query.clone());
+        }
+        if self.host_header == HostHeader::Target || !req.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(target.authority.as_str()) {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        }
         req
     }
 }
 
-/// `path` with `strip_prefix` removed and the query put back.
-fn rewrite_path(path: &str, strip_prefix: Option<&str>, query: Option<&str>) -> PathAndQuery {
-    let mut p = path;
-    if let Some(prefix) = strip_prefix {
-        if let Some(rest) = p.strip_prefix(prefix) {
-            if rest.is_empty() || rest.starts_with('/') {
-                p = rest;
-            }
+/// The path and query to send upstream: the (normalised) request path with
+/// `strip_prefix` removed, query kept. Without changes the request's own is
+/// reused as is.
+fn rewrite_path(uri: &Uri, normalized: Option<&str>, strip_prefix: Option<&str>) -> PathAndQuery {
+    let original = uri.path();
+    let path = normalized.unwrap_or(original);
+    let stripped = strip_prefix
+        .and_then(|prefix| path.strip_prefix(prefix))
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+    if stripped.is_none() && normalized.is_none() {
+        if let Some(pq) = uri.path_and_query() {
+            return pq.clone();
         }
     }
-    let p = if p.is_empty() { "/" } else { p };
-    let text = match query {
+    let p = match stripped {
+        Some("") => "/",
+        Some(rest) => rest,
+        None => path,
+    };
+    let text = match uri.query() {
         Some(q) => format!("{p}?{q}"),
         None => p.to_owned(),
     };
@@ -318,21 +357,6 @@ fn has_cause<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     while let Some(err) = cur {
         if err.is::<E>() {
             return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// Whether the failure came from reading the client's body (the client went
-/// away or sent a malformed body), not from the upstream.
-fn client_body_failed(e: &(dyn StdError + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_user() {
-                return true;
-            }
         }
         cur = err.source();
     }
@@ -379,6 +403,7 @@ impl RequestBody {
                         read.extend_from_slice(&data);
                     }
                     if read.len() as u64 > max_body {
+                        drain(body).await;
                         return Err(ProxyError::PayloadTooLarge { limit: max_body });
                     }
                     if read.len() as u64 > buffer {
@@ -405,6 +430,23 @@ impl RequestBody {
             RequestBody::Streaming(body) => body.take(),
         }
     }
+}
+
+/// Reads and discards what is left of a rejected request body (at most
+/// 1 MiB, for at most a second) so that the client, still sending, can read
+/// the error answer instead of having its connection reset under it.
+async fn drain(mut body: Incoming) {
+    const CAP: usize = 1 << 20;
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > CAP {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), discard).await;
 }
 
 pin_project! {
@@ -474,16 +516,78 @@ impl Body for UpstreamBody {
     }
 }
 
+pin_project! {
+    /// An upstream's response body on its way to the client. When it has
+    /// been read to the end its connection goes back to the pool and the
+    /// target's in-flight count drops.
+    pub struct ResponseBody {
+        #[pin]
+        body: Incoming,
+        in_flight: Option<InFlight>,
+        lease: Option<Lease>,
+    }
+
+    impl PinnedDrop for ResponseBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Nothing left to read (204, HEAD, empty bodies that were never
+            // polled): the connection is still good.
+            if this.body.is_end_stream() {
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+            }
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+                this.in_flight.take();
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.lease.take();
+                this.in_flight.take();
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn paths_are_stripped_on_segment_boundaries_and_keep_their_query() {
-        assert_eq!(rewrite_path("/api/orders/7", Some("/api"), None), "/orders/7");
-        assert_eq!(rewrite_path("/api", Some("/api"), Some("a=1")), "/?a=1");
-        assert_eq!(rewrite_path("/apix/y", Some("/api"), None), "/apix/y");
-        assert_eq!(rewrite_path("/x", None, Some("q=%20")), "/x?q=%20");
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert_eq!(rewrite_path(&uri("/api/orders/7"), None, Some("/api")), "/orders/7");
+        assert_eq!(rewrite_path(&uri("/api?a=1"), None, Some("/api")), "/?a=1");
+        assert_eq!(rewrite_path(&uri("/apix/y"), None, Some("/api")), "/apix/y");
+        assert_eq!(rewrite_path(&uri("/x?q=%20"), None, None), "/x?q=%20");
+        assert_eq!(rewrite_path(&uri("/api/../v1/x?z"), Some("/v1/x"), Some("/v1")), "/x?z");
     }
 
     #[test]
@@ -495,5 +599,29 @@ mod tests {
             "upstream `u` did not answer within 1500ms"
         );
         assert_eq!(ProxyError::PayloadTooLarge { limit: 1024 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}
+
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    /// Every request's future is moved into a box: keep the send path small
+    /// (connecting, with its TCP/TLS/handshake state, is boxed separately).
+    #[test]
+    fn the_per_request_send_future_stays_small() {
+        fn size_of_future<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.yaml"),
+            "upstreams: { u: { targets: [\"https://127.0.0.1:1\"] } }",
+            &|_| None,
+        )
+        .unwrap();
+        let up = Upstream::new("u", &config.upstreams["u"], &crate::config::KeyPath::root(), 1).unwrap();
+        let fut = up.inner.connector.send(&up.inner.targets[0], Request::new(UpstreamBody::empty()));
+        let size = size_of_future(&fut);
+        assert!(size <= 2048, "the send future is {size} bytes");
     }
 }

@@ -11,15 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::task::AbortHandle;
 
-use super::UpstreamBody;
-use crate::config::{Balance, KeyPath, Problem, UpstreamConfig, UpstreamProtocol};
-
-pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
+use super::client::{ConnPool, Connector};
+use crate::config::{Balance, KeyPath, Problem, UpstreamConfig};
+use crate::worker::PerWorker;
 
 /// What active health checking last concluded about a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +35,8 @@ pub struct Target {
     pub(crate) authority: Authority,
     /// Requests sent to this target whose response body is not finished.
     pub in_flight: Arc<AtomicUsize>,
+    /// Idle connections to this target, one pool per worker.
+    pub(crate) pools: PerWorker<Arc<ConnPool>>,
     active: AtomicU8,
     /// Consecutive connect failures or 5xx answers.
     passive_failures: AtomicU64,
@@ -72,6 +70,7 @@ pub struct TargetSnapshot {
     pub requests: u64,
     pub failures: u64,
     pub ejections: u64,
+    pub idle_connections: usize,
 }
 
 /// A pool of targets serving one service. Cheap to clone.
@@ -84,15 +83,15 @@ pub(crate) struct UpstreamInner {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
     pub targets: Vec<Target>,
-    pub client: HttpClient,
+    pub connector: Connector,
     next: AtomicUsize,
     epoch: Instant,
-    health_tasks: Mutex<Vec<AbortHandle>>,
+    background: Mutex<Vec<AbortHandle>>,
 }
 
 impl Drop for UpstreamInner {
     fn drop(&mut self) {
-        for task in self.health_tasks.get_mut().map(std::mem::take).unwrap_or_default() {
+        for task in self.background.get_mut().map(std::mem::take).unwrap_or_default() {
             task.abort();
         }
     }
@@ -108,8 +107,9 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Builds the upstream and its client. `key` locates its config for
     /// problems (an unreadable CA file).
-    pub fn new(name: &str, config: &UpstreamConfig, key: &KeyPath) -> Result<Self, Problem> {
-        let client = build_client(config, key)?;
+    pub fn new(name: &str, config: &UpstreamConfig, key: &KeyPath, workers: usize) -> Result<Self, Problem> {
+        let tls = crate::tls::client_config(config.tls_ca.as_deref(), &key.key("tls").key("ca"))?;
+        let connector = Connector::new(config.protocol, tls, config.connect_timeout, config.pool.clone());
         let has_checks = config.health_check.is_some();
         let targets = config
             .targets
@@ -124,6 +124,7 @@ impl Upstream {
                     scheme: if t.tls { Scheme::HTTPS } else { Scheme::HTTP },
                     authority,
                     in_flight: Arc::new(AtomicUsize::new(0)),
+                    pools: PerWorker::new(workers),
                     active: AtomicU8::new(if has_checks {
                         ActiveHealth::Unknown
                     } else {
@@ -142,10 +143,10 @@ impl Upstream {
                 name: name.into(),
                 config: config.clone(),
                 targets,
-                client,
+                connector,
                 next: AtomicUsize::new(fastrand::usize(..)),
                 epoch: Instant::now(),
-                health_tasks: Mutex::new(Vec::new()),
+                background: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -162,19 +163,35 @@ impl Upstream {
         &self.inner.targets
     }
 
-    /// Starts active health checks, if configured. Must run inside a tokio
-    /// runtime; the checks stop when the last clone of `self` is dropped.
-    pub fn start_health_checks(&self) {
-        let Some(check) = self.inner.config.health_check.clone() else { return };
-        let mut tasks = self.inner.health_tasks.lock().unwrap_or_else(|e| e.into_inner());
+    /// Starts the background work: active health checks (if configured) and
+    /// the eviction of expired idle connections. Must run inside a tokio
+    /// runtime; it stops when the last clone of `self` is dropped.
+    pub fn start_background_tasks(&self) {
+        let mut tasks = self.inner.background.lock().unwrap_or_else(|e| e.into_inner());
         if !tasks.is_empty() {
             return;
         }
-        for index in 0..self.inner.targets.len() {
-            let weak = Arc::downgrade(&self.inner);
-            let handle = tokio::spawn(super::health::run(weak, index, check.clone()));
-            tasks.push(handle.abort_handle());
+        if let Some(check) = self.inner.config.health_check.clone() {
+            for index in 0..self.inner.targets.len() {
+                let weak = Arc::downgrade(&self.inner);
+                let handle = tokio::spawn(super::health::run(weak, index, check.clone()));
+                tasks.push(handle.abort_handle());
+            }
         }
+        let weak = Arc::downgrade(&self.inner);
+        let every = (self.inner.connector.idle_timeout() / 2).max(Duration::from_millis(100));
+        let reaper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(up) = weak.upgrade() else { return };
+                for t in &up.targets {
+                    for pool in t.pools.iter() {
+                        pool.evict(up.connector.idle_timeout());
+                    }
+                }
+            }
+        });
+        tasks.push(reaper.abort_handle());
     }
 
     /// Whether every target has a known health (no check still pending).
@@ -194,6 +211,7 @@ impl Upstream {
                 requests: t.requests.load(Ordering::Relaxed),
                 failures: t.failures.load(Ordering::Relaxed),
                 ejections: t.ejections.load(Ordering::Relaxed),
+                idle_connections: t.pools.iter().map(|p| p.idle_count()).sum(),
             })
             .collect()
     }
@@ -280,29 +298,22 @@ impl UpstreamInner {
     }
 }
 
-fn build_client(config: &UpstreamConfig, key: &KeyPath) -> Result<HttpClient, Problem> {
-    // The connector sets ALPN from the protocol chosen below.
-    let tls = crate::tls::client_config(config.tls_ca.as_deref(), &key.key("tls").key("ca"))?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
-    let connector = match config.protocol {
-        UpstreamProtocol::Http1 => connector.enable_http1().wrap_connector(http),
-        UpstreamProtocol::Http2 => connector.enable_http2().wrap_connector(http),
-    };
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool.idle_timeout)
-        .pool_max_idle_per_host(config.pool.max_idle_per_target);
-    if config.protocol == UpstreamProtocol::Http2 {
-        builder.http2_only(true);
+/// Counts one request in flight on a target until dropped (at the end of
+/// its response body), for least-request balancing and metrics.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
     }
-    Ok(builder.build(connector))
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +326,7 @@ mod tests {
         let list: Vec<String> = (0..targets).map(|i| format!("\"http://127.0.0.1:{}\"", 1000 + i)).collect();
         let src = format!("upstreams:\n  u:\n    targets: [{}]\n{extra}", list.join(", "));
         let c = Config::parse(Path::new("t.yaml"), &src, &|_| None).unwrap();
-        Upstream::new("u", &c.upstreams["u"], &KeyPath::root()).unwrap()
+        Upstream::new("u", &c.upstreams["u"], &KeyPath::root(), 1).unwrap()
     }
 
     #[test]

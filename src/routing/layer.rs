@@ -19,8 +19,9 @@ use crate::error::{BoxHttpError, HttpError};
 #[derive(Clone, Debug)]
 pub struct RouteMatch<T> {
     pub route: T,
-    /// The normalised path (dot segments resolved) the route matched.
-    pub path: Arc<str>,
+    /// The normalised path the route matched, when normalising changed it
+    /// (dot segments resolved); otherwise the request's path is it.
+    pub normalized_path: Option<Arc<str>>,
 }
 
 /// The swappable table a [`RouteLayer`] reads; a reload stores a new one.
@@ -72,7 +73,13 @@ where
         let table = self.table.load();
         let host = request_host(&req);
         let found = match table.find(host.as_deref(), &path, req.method()) {
-            Match::Found(route) => RouteMatch { route: route.clone(), path: Arc::from(&*path) },
+            Match::Found(route) => RouteMatch {
+                route: route.clone(),
+                normalized_path: match &path {
+                    std::borrow::Cow::Borrowed(_) => None,
+                    std::borrow::Cow::Owned(p) => Some(Arc::from(p.as_str())),
+                },
+            },
             Match::NotFound => {
                 return reject(Box::new(RoutingError::NotFound {
                     method: req.method().clone(),

@@ -16,16 +16,18 @@
 
 pub mod rescue;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -43,21 +45,35 @@ use crate::config::ConnectionLimits;
 use crate::tls::ReloadableServerConfig;
 
 /// What the server knows about the connection a request arrived on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    /// The peer's IP address as a header value (`X-Forwarded-For`), rendered
+    /// once per connection rather than once per request.
+    pub peer_ip: http::HeaderValue,
 }
 
 /// The lifecycle every connection watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Phase {
-    Running,
+    Running = 0,
     /// Stop accepting; finish in-flight requests; close idle connections.
-    Draining,
+    Draining = 1,
     /// Close everything now.
-    Stopped,
+    Stopped = 2,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            _ => Phase::Stopped,
+        }
+    }
 }
 
 /// Counters a listener keeps about its connections.
@@ -76,59 +92,157 @@ pub struct ListenerSpec {
     pub limits: ConnectionLimits,
 }
 
-/// A running listener.
-pub struct ListenerHandle {
+/// One listening address, shared by every worker that accepts on it: they
+/// share its connection limit, statistics and drain.
+pub struct Listener {
     pub local_addr: SocketAddr,
     pub stats: Arc<ListenerStats>,
+    spec: ListenerSpec,
     slots: Arc<Semaphore>,
     max: u32,
-    task: JoinHandle<()>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    connections: Mutex<Registry>,
 }
 
-impl ListenerHandle {
+/// The open connections of a listener, so a phase change reaches each one
+/// without every connection polling a shared channel on every wake-up.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    phase: Option<Phase>,
+    signals: HashMap<u64, Arc<PhaseSignal>>,
+}
+
+/// How one connection learns of a phase change.
+#[derive(Default)]
+struct PhaseSignal {
+    phase: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl PhaseSignal {
+    fn get(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    fn set(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves when the phase differs from `seen`.
+    fn changed(&self, seen: Phase) -> impl Future<Output = Phase> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            match self.get() {
+                now if now != seen => Poll::Ready(now),
+                _ => Poll::Pending,
+            }
+        })
+    }
+}
+
+/// Unregisters a connection's signal when the connection ends.
+struct Registered<'a> {
+    listener: &'a Listener,
+    id: u64,
+    signal: Arc<PhaseSignal>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.listener.connections.lock().unwrap_or_else(|e| e.into_inner()).signals.remove(&self.id);
+    }
+}
+
+impl Listener {
+    pub fn new(local_addr: SocketAddr, spec: ListenerSpec) -> Arc<Self> {
+        let max = u32::try_from(spec.limits.max_connections).unwrap_or(u32::MAX >> 3);
+        Arc::new(Self {
+            local_addr,
+            stats: Arc::new(ListenerStats::default()),
+            slots: Arc::new(Semaphore::new(max as usize)),
+            max,
+            builder: Arc::new(http_builder(&spec.limits)),
+            spec,
+            connections: Mutex::new(Registry::default()),
+        })
+    }
+
+    /// Tells every open connection (and every later one) that the gateway
+    /// is draining or stopping. The accept loops learn it from the `phase`
+    /// channel given to [`Listener::serve`].
+    pub fn set_phase(&self, phase: Phase) {
+        let mut reg = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        reg.phase = Some(phase);
+        for signal in reg.signals.values() {
+            signal.set(phase);
+        }
+    }
+
+    fn register(&self) -> Registered<'_> {
+        let mut reg = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let id = reg.next;
+        reg.next += 1;
+        let signal = Arc::new(PhaseSignal::default());
+        signal.phase.store(reg.phase.unwrap_or(Phase::Running) as u8, Ordering::Release);
+        reg.signals.insert(id, signal.clone());
+        Registered { listener: self, id, signal }
+    }
+
+    /// Accepts connections on `socket` (one of this listener's sockets)
+    /// and serves them on the current runtime until the phase leaves
+    /// [`Phase::Running`]. `make_service` is called once per connection.
+    pub fn serve<M, S, B>(
+        self: &Arc<Self>,
+        socket: std::net::TcpListener,
+        make_service: M,
+        phase: watch::Receiver<Phase>,
+    ) -> io::Result<JoinHandle<()>>
+    where
+        M: Fn(ConnInfo) -> S + Send + Sync + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        socket.set_nonblocking(true)?;
+        let socket = TcpListener::from_std(socket)?;
+        Ok(tokio::spawn(accept_loop(socket, self.clone(), Arc::new(make_service), phase)))
+    }
+
     /// Resolves once every connection of this listener has closed (the
-    /// accept loop must have stopped, see [`Phase::Draining`]).
+    /// accept loops must have stopped, see [`Phase::Draining`]).
     pub async fn drained(&self) {
         // Every open connection holds one permit until it closes.
         let _all = self.slots.acquire_many(self.max).await;
     }
-
-    pub fn abort(&self) {
-        self.task.abort();
-    }
 }
 
-/// Starts accepting on `listener`. `make_service` is called once per
-/// connection.
-pub fn spawn_listener<M, S, B>(
-    listener: TcpListener,
-    spec: ListenerSpec,
-    make_service: M,
-    phase: watch::Receiver<Phase>,
-) -> io::Result<ListenerHandle>
-where
-    M: Fn(ConnInfo) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let local_addr = listener.local_addr()?;
-    let stats = Arc::new(ListenerStats::default());
-    let max = u32::try_from(spec.limits.max_connections).unwrap_or(u32::MAX >> 3);
-    let slots = Arc::new(Semaphore::new(max as usize));
-    let builder = Arc::new(http_builder(&spec.limits));
-    let task = tokio::spawn(accept_loop(
-        listener,
-        spec,
-        Arc::new(make_service),
-        phase,
-        slots.clone(),
-        stats.clone(),
-        builder,
-    ));
-    Ok(ListenerHandle { local_addr, stats, slots, max, task })
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT`, one per worker, so
+/// the kernel spreads new connections across the workers. With port 0, the
+/// first socket picks a free port and the others share it.
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut sockets = Vec::with_capacity(count);
+    let mut at = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        at = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
 }
 
 fn http_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
@@ -152,13 +266,10 @@ fn http_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
 }
 
 async fn accept_loop<M, S, B>(
-    listener: TcpListener,
-    spec: ListenerSpec,
+    socket: TcpListener,
+    shared: Arc<Listener>,
     make_service: Arc<M>,
     mut phase: watch::Receiver<Phase>,
-    slots: Arc<Semaphore>,
-    stats: Arc<ListenerStats>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
 ) where
     M: Fn(ConnInfo) -> S + Send + Sync + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -167,17 +278,13 @@ async fn accept_loop<M, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let listener = socket;
+    let (spec, slots, stats, builder) = (&shared.spec, &shared.slots, &shared.stats, &shared.builder);
     let local = listener.local_addr().ok();
     loop {
         if *phase.borrow() != Phase::Running {
             break;
         }
-        // At the connection limit, wait for a slot: new clients queue in the
-        // kernel backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = phase.changed() => continue,
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = phase.changed() => continue,
@@ -191,25 +298,37 @@ async fn accept_loop<M, S, B>(
                 continue;
             }
         };
+        // At the connection limit, the accepted connection waits for a slot
+        // before it is served, and this worker accepts nothing more until
+        // then. (Taking the slot before `accept` would deadlock: the limit is
+        // shared by all workers, and the waiting client may sit in another
+        // worker's backlog.)
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = phase.wait_for(|p| *p != Phase::Running) => break,
+        };
         let _ = stream.set_nodelay(true);
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let info = ConnInfo {
             peer,
             local: stream.local_addr().ok().or(local).unwrap_or(peer),
             tls: spec.tls.is_some(),
+            peer_ip: http::HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                .unwrap_or(http::HeaderValue::from_static("unknown")),
         };
         let slot = ConnectionSlot::new(permit, stats.clone());
-        let service = make_service(info);
+        let service = make_service(info.clone());
         let tls = spec.tls.as_ref().map(ReloadableServerConfig::current);
         let limits = spec.limits.clone();
-        let phase = phase.clone();
         let builder = builder.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
+            let registered = shared.register();
             let activity = Arc::new(Activity::new());
             match tls {
                 None => {
                     let io = Tracked::new(stream, activity.clone(), slot);
-                    drive(io, activity, false, service, info, &limits, phase, &builder).await;
+                    drive(io, activity, false, service, info, &limits, &registered.signal, &builder).await;
                 }
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -218,7 +337,8 @@ async fn accept_loop<M, S, B>(
                         Ok(Ok(tls_stream)) => {
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             let io = Tracked::new(tls_stream, activity.clone(), slot);
-                            drive(io, activity, h2, service, info, &limits, phase, &builder).await;
+                            drive(io, activity, h2, service, info, &limits, &registered.signal, &builder)
+                                .await;
                         }
                         Ok(Err(e)) => {
                             slot.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -245,7 +365,7 @@ async fn drive<I, S, B>(
     service: S,
     info: ConnInfo,
     limits: &ConnectionLimits,
-    mut phase: watch::Receiver<Phase>,
+    signal: &PhaseSignal,
     builder: &auto::Builder<TokioExecutor>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -258,40 +378,41 @@ async fn drive<I, S, B>(
     if h2 {
         activity.h2.store(true, Ordering::Relaxed);
     }
+    let peer = info.peer;
     let service = ConnService { inner: service, activity: activity.clone(), info };
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
-    let mut watching_phase = true;
+    let mut phase = Phase::Running;
+    let mut watchdog = Watchdog::default();
     loop {
-        let wake = activity.next_check(Instant::now(), limits);
+        if phase != signal.get() {
+            phase = signal.get();
+            match phase {
+                Phase::Running => {}
+                Phase::Draining => {
+                    if !closing {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                Phase::Stopped => return,
+            }
+        }
+        let wake = watchdog.next_check(&activity, Instant::now(), limits);
         tokio::select! {
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
-                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            changed = phase.changed(), if watching_phase => {
-                let now = if changed.is_err() { Phase::Stopped } else { *phase.borrow_and_update() };
-                match now {
-                    Phase::Running => {}
-                    Phase::Draining => {
-                        if !closing {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                    }
-                    Phase::Stopped => return,
-                }
-                if changed.is_err() {
-                    watching_phase = false;
-                }
-            }
+            _ = signal.changed(phase) => {}
             _ = tokio::time::sleep_until(wake) => {
-                match activity.verdict(Instant::now(), limits) {
+                match watchdog.verdict(&activity, Instant::now(), limits) {
                     Verdict::Fine => {}
                     Verdict::HeaderTimeout => {
-                        tracing::debug!(peer = %info.peer, "request head not received in time; closing");
+                        tracing::debug!(%peer, "request head not received in time; closing");
                         return;
                     }
                     Verdict::Idle if closing => return,
@@ -307,12 +428,16 @@ async fn drive<I, S, B>(
 
 const NONE: u64 = u64::MAX;
 
-/// What the watchdog knows about a connection. Times are milliseconds since
-/// the connection was accepted.
+/// What the watchdog knows about a connection, kept up to date by the IO
+/// wrapper and the service wrapper. Times are milliseconds since accept; the
+/// clock is read once per request, not on every read or write.
 #[derive(Debug)]
 struct Activity {
     start: Instant,
-    last_io: AtomicU64,
+    /// Reads and writes so far; the watchdog notices traffic by its change.
+    io_events: AtomicU64,
+    /// When the last request finished.
+    last_done: AtomicU64,
     /// When the head of the request being received began (`NONE` if no
     /// request is being received).
     head_started: AtomicU64,
@@ -331,7 +456,8 @@ impl Activity {
     fn new() -> Self {
         Self {
             start: Instant::now(),
-            last_io: AtomicU64::new(0),
+            io_events: AtomicU64::new(0),
+            last_done: AtomicU64::new(0),
             // The first request's head is due from the moment of accept.
             head_started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -340,8 +466,8 @@ impl Activity {
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_millis() as u64
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -349,18 +475,20 @@ impl Activity {
     }
 
     fn on_read(&self, first_bytes: &[u8]) {
-        let now = self.now_ms();
-        self.last_io.store(now, Ordering::Relaxed);
-        if !self.sniffed.swap(true, Ordering::Relaxed) && first_bytes.starts_with(b"PRI * HTTP/2") {
-            self.h2.store(true, Ordering::Relaxed);
+        self.io_events.fetch_add(1, Ordering::Relaxed);
+        if !self.sniffed.load(Ordering::Relaxed) {
+            self.sniffed.store(true, Ordering::Relaxed);
+            if first_bytes.starts_with(b"PRI * HTTP/2") {
+                self.h2.store(true, Ordering::Relaxed);
+            }
         }
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == NONE {
-            self.head_started.store(now, Ordering::Relaxed);
+            self.head_started.store(self.ms(Instant::now()), Ordering::Relaxed);
         }
     }
 
     fn on_write(&self) {
-        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+        self.io_events.fetch_add(1, Ordering::Relaxed);
     }
 
     fn request_started(&self) {
@@ -369,38 +497,56 @@ impl Activity {
     }
 
     fn request_finished(&self) {
-        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+        self.last_done.store(self.ms(Instant::now()), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
 
-    /// When the watchdog should look again. It looks at least every half
-    /// header timeout, so a head that starts while it sleeps is still timed
-    /// out within half a timeout of its deadline at worst.
-    fn next_check(&self, now: Instant, limits: &ConnectionLimits) -> Instant {
+/// The watchdog's own view: when it last saw traffic.
+#[derive(Default)]
+struct Watchdog {
+    seen_events: u64,
+    last_traffic_ms: u64,
+}
+
+impl Watchdog {
+    /// Notes traffic since the last look; returns when the connection was
+    /// last active (no earlier than the real time, so never closes early).
+    fn last_active(&mut self, a: &Activity, now: Instant) -> Instant {
+        let events = a.io_events.load(Ordering::Relaxed);
+        if events != self.seen_events {
+            self.seen_events = events;
+            self.last_traffic_ms = a.ms(now);
+        }
+        a.at(self.last_traffic_ms.max(a.last_done.load(Ordering::Relaxed)))
+    }
+
+    /// When to look again: at the next deadline, and at least every half
+    /// header timeout, so a head that starts while the watchdog sleeps is
+    /// timed out within half a timeout of its deadline at worst.
+    fn next_check(&mut self, a: &Activity, now: Instant, limits: &ConnectionLimits) -> Instant {
         let cap = now + (limits.header_read_timeout / 2).max(Duration::from_millis(20));
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
+        if a.in_flight.load(Ordering::Relaxed) > 0 {
             return cap;
         }
-        let mut due = self.at(self.last_io.load(Ordering::Relaxed)) + limits.idle_timeout;
-        let head = self.head_started.load(Ordering::Relaxed);
-        if head != NONE && !self.h2.load(Ordering::Relaxed) {
-            due = due.min(self.at(head) + limits.header_read_timeout);
+        let mut due = self.last_active(a, now) + limits.idle_timeout;
+        let head = a.head_started.load(Ordering::Relaxed);
+        if head != NONE && !a.h2.load(Ordering::Relaxed) {
+            due = due.min(a.at(head) + limits.header_read_timeout);
         }
         due.min(cap)
     }
 
-    fn verdict(&self, now: Instant, limits: &ConnectionLimits) -> Verdict {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
+    fn verdict(&mut self, a: &Activity, now: Instant, limits: &ConnectionLimits) -> Verdict {
+        let last_active = self.last_active(a, now);
+        if a.in_flight.load(Ordering::Relaxed) > 0 {
             return Verdict::Fine;
         }
-        let head = self.head_started.load(Ordering::Relaxed);
-        if head != NONE
-            && !self.h2.load(Ordering::Relaxed)
-            && now >= self.at(head) + limits.header_read_timeout
-        {
+        let head = a.head_started.load(Ordering::Relaxed);
+        if head != NONE && !a.h2.load(Ordering::Relaxed) && now >= a.at(head) + limits.header_read_timeout {
             return Verdict::HeaderTimeout;
         }
-        if now >= self.at(self.last_io.load(Ordering::Relaxed)) + limits.idle_timeout {
+        if now >= last_active + limits.idle_timeout {
             return Verdict::Idle;
         }
         Verdict::Fine
@@ -513,7 +659,7 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         self.activity.request_started();
-        req.extensions_mut().insert(self.info);
+        req.extensions_mut().insert(self.info.clone());
         ConnFuture {
             inner: self.inner.clone().oneshot(req),
             guard: Some(RequestGuard(self.activity.clone())),

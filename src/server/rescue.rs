@@ -17,11 +17,10 @@ use http::{header, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::body::GatewayBody;
 use crate::error::BoxHttpError;
 
 /// Renders `err` as the response a client receives.
-pub fn render(err: &BoxHttpError, request_id: Option<&HeaderValue>) -> Response<GatewayBody> {
+pub fn render<B: From<Bytes>>(err: &BoxHttpError, request_id: Option<&HeaderValue>) -> Response<B> {
     let mut body = serde_json::json!({
         "error": err.code(),
         "message": err.to_string(),
@@ -31,7 +30,7 @@ pub fn render(err: &BoxHttpError, request_id: Option<&HeaderValue>) -> Response<
     }
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     bytes.push(b'\n');
-    let mut resp = Response::new(GatewayBody::full(Bytes::from(bytes)));
+    let mut resp = Response::new(B::from(Bytes::from(bytes)));
     *resp.status_mut() = err.status();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -58,11 +57,12 @@ pub struct Rescue<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for Rescue<S>
+impl<S, B, RB> Service<Request<B>> for Rescue<S>
 where
-    S: Service<Request<B>, Response = Response<GatewayBody>, Error = BoxHttpError>,
+    S: Service<Request<B>, Response = Response<RB>, Error = BoxHttpError>,
+    RB: From<Bytes>,
 {
-    type Response = Response<GatewayBody>;
+    type Response = Response<RB>;
     type Error = std::convert::Infallible;
     type Future = RescueFuture<S::Future>;
 
@@ -89,11 +89,12 @@ pin_project! {
     }
 }
 
-impl<F> Future for RescueFuture<F>
+impl<F, RB> Future for RescueFuture<F>
 where
-    F: Future<Output = Result<Response<GatewayBody>, BoxHttpError>>,
+    F: Future<Output = Result<Response<RB>, BoxHttpError>>,
+    RB: From<Bytes>,
 {
-    type Output = Result<Response<GatewayBody>, std::convert::Infallible>;
+    type Output = Result<Response<RB>, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

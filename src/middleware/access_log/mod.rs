@@ -20,19 +20,20 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::metrics::{HttpMetrics, RouteLabel, RouteStatus, StatusClass};
+use super::metrics::{HttpMetrics, RouteStats};
 use crate::server::ConnInfo;
 
 /// What inner layers learned about a request, for its log line.
 #[derive(Debug, Default)]
 pub struct RequestLog {
-    route: OnceLock<Arc<String>>,
+    route: OnceLock<Arc<RouteStats>>,
     target: OnceLock<Arc<str>>,
 }
 
 impl RequestLog {
-    pub fn set_route(&self, name: &Arc<String>) {
-        let _ = self.route.set(name.clone());
+    /// Records the matched route (its metric handles carry its name).
+    pub fn set_route(&self, route: &Arc<RouteStats>) {
+        let _ = self.route.set(route.clone());
     }
 
     pub fn set_target(&self, target: &Arc<str>) {
@@ -125,17 +126,11 @@ impl Drop for Record {
     /// whole exchange) is dropped early.
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        let route = self.log.route.get().cloned().unwrap_or_default();
+        let stats = self.log.route.get().unwrap_or(&self.metrics.unmatched);
         self.metrics.in_flight.dec();
-        self.metrics
-            .requests
-            .get_or_create(&RouteStatus { route: route.clone(), status: StatusClass::of(self.status) })
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&RouteLabel { route: route.clone() })
-            .observe(elapsed.as_secs_f64());
+        stats.record(self.status, elapsed.as_secs_f64());
         let Some(line) = &self.line else { return };
+        let route = &stats.name;
         let target = self.log.target.get().map(|t| &**t).unwrap_or("-");
         let request_id = line.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         let route = if route.is_empty() { "-" } else { route.as_str() };

@@ -68,15 +68,76 @@ pub struct HttpMetrics {
     pub requests: Family<RouteStatus, Counter>,
     pub duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
     pub in_flight: Gauge,
+    /// Requests that matched no route.
+    pub unmatched: Arc<RouteStats>,
+}
+
+/// One route's metric handles, resolved once so that recording a request
+/// is a few atomic adds (no label hashing per request).
+#[derive(Debug)]
+pub struct RouteStats {
+    pub name: Arc<String>,
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+impl RouteStats {
+    pub fn record(&self, status: http::StatusCode, seconds: f64) {
+        let i = match StatusClass::of(status) {
+            StatusClass::Informational => 0,
+            StatusClass::Success => 1,
+            StatusClass::Redirection => 2,
+            StatusClass::ClientError => 3,
+            StatusClass::ServerError => 4,
+        };
+        self.by_class[i].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl HttpMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            in_flight: Gauge::default(),
-        };
+    /// Handles not yet exposed anywhere; see [`HttpMetrics::register`].
+    pub fn new() -> Self {
+        let requests: Family<RouteStatus, Counter> = Family::default();
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let unmatched = Arc::new(Self::stats(&requests, &duration, Arc::new(String::new())));
+        Self { requests, duration, in_flight: Gauge::default(), unmatched }
+    }
+
+    /// The handles of route `name` (created on first use).
+    pub fn route(&self, name: &Arc<String>) -> Arc<RouteStats> {
+        Arc::new(Self::stats(&self.requests, &self.duration, name.clone()))
+    }
+
+    fn stats(
+        requests: &Family<RouteStatus, Counter>,
+        duration: &Family<RouteLabel, Histogram, fn() -> Histogram>,
+        name: Arc<String>,
+    ) -> RouteStats {
+        let classes = [
+            StatusClass::Informational,
+            StatusClass::Success,
+            StatusClass::Redirection,
+            StatusClass::ClientError,
+            StatusClass::ServerError,
+        ];
+        RouteStats {
+            by_class: classes
+                .map(|status| requests.get_or_create_owned(&RouteStatus { route: name.clone(), status })),
+            duration: duration.get_or_create_owned(&RouteLabel { route: name.clone() }),
+            name,
+        }
+    }
+
+    /// Exposes these metrics in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "gatehouse_http_requests",
             "Requests answered by the gateway listeners, by route and status class (route is empty when none matched)",
@@ -92,6 +153,5 @@ impl HttpMetrics {
             "Requests being answered now",
             m.in_flight.clone(),
         );
-        m
     }
 }

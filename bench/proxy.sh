@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Proxy benchmark: the same wrk load against
+#   (a) a small static upstream directly,
+#   (b) nginx proxying to it with upstream keep-alive,
+#   (c) gatehouse proxying to it,
+# interleaved round by round, several rounds, medians reported, plus the
+# gatehouse/nginx ratios. Both proxies do equivalent work: HTTP/1.1
+# keep-alive to the upstream, X-Forwarded-For/-Proto/-Host and X-Request-Id
+# set, access logs off (ACCESS_LOG=on turns them on for both).
+#
+#   bench/proxy.sh                         # defaults below
+#   RUNS=7 DURATION=15s CONNS=64 bench/proxy.sh
+#
+# Installs wrk and nginx from Debian if missing. Release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+ACCESS_LOG=${ACCESS_LOG:-off}
+UPSTREAM_PORT=${UPSTREAM_PORT:-19000}
+NGINX_PORT=${NGINX_PORT:-19081}
+GATEHOUSE_PORT=${GATEHOUSE_PORT:-19082}
+PATH_UNDER_TEST=/healthz
+
+need() {
+    command -v "$1" >/dev/null 2>&1 && return
+    echo "installing $2 ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    (apt-get update -qq && apt-get install -y -qq "$2") >/dev/null
+}
+need wrk wrk
+need nginx nginx
+
+cargo build --release --quiet --bin gatehouse --example upstream
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() { # url
+    for _ in $(seq 100); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "not answering: $1" >&2
+    exit 1
+}
+
+./target/release/examples/upstream --port "$UPSTREAM_PORT" --name static >/dev/null &
+pids+=($!)
+
+nginx_log="access_log off;"
+[ "$ACCESS_LOG" = on ] && nginx_log="access_log $work/access.log;"
+cat >"$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    $nginx_log
+    upstream static { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://static;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id;
+        }
+    }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+
+gh_log=false
+[ "$ACCESS_LOG" = on ] && gh_log=true
+cat >"$work/routes.yaml" <<EOF
+listen:
+  gateway: { bind: "127.0.0.1:$GATEHOUSE_PORT" }
+  admin: off
+log: { access: $gh_log, level: warn }
+upstreams:
+  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
+routes:
+  - { name: all, path: /*, upstream: static }
+EOF
+./target/release/gatehouse serve --config "$work/routes.yaml" >"$work/gatehouse.log" 2>&1 &
+pids+=($!)
+
+wait_for "http://127.0.0.1:$UPSTREAM_PORT$PATH_UNDER_TEST"
+wait_for "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST"
+wait_for "http://127.0.0.1:$GATEHOUSE_PORT$PATH_UNDER_TEST"
+
+# Prints "requests_per_second p99_ms" for one wrk run.
+measure() { # port
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1$PATH_UNDER_TEST" | awk '
+        /Requests\/sec:/ { rps = $2 }
+        /^ +99%/ {
+            v = $2
+            if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
+            else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
+            else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
+        }
+        /Non-2xx|Socket errors/ { errors = errors $0 " " }
+        END {
+            if (errors != "") print "wrk reported: " errors > "/dev/stderr"
+            printf "%.0f %.3f\n", rps, p99
+        }'
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# Warm up every path (connection pools, caches).
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$GATEHOUSE_PORT"; do
+    wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$port$PATH_UNDER_TEST" >/dev/null
+done
+
+echo "# wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS interleaved rounds, access logs $ACCESS_LOG, $(nproc) cores"
+printf '%-6s %-10s %12s %10s\n' round target "req/s" "p99 ms"
+for round in $(seq "$RUNS"); do
+    for t in direct nginx gatehouse; do
+        case $t in
+            direct) port=$UPSTREAM_PORT ;;
+            nginx) port=$NGINX_PORT ;;
+            gatehouse) port=$GATEHOUSE_PORT ;;
+        esac
+        read -r rps p99 < <(measure "$port")
+        echo "$rps" >>"$work/$t.rps"
+        echo "$p99" >>"$work/$t.p99"
+        printf '%-6s %-10s %12s %10s\n' "$round" "$t" "$rps" "$p99"
+    done
+done
+
+echo
+printf '%-10s %14s %14s\n' target "median req/s" "median p99 ms"
+for t in direct nginx gatehouse; do
+    printf '%-10s %14s %14s\n' "$t" "$(median <"$work/$t.rps")" "$(median <"$work/$t.p99")"
+done
+n_rps=$(median <"$work/nginx.rps")
+g_rps=$(median <"$work/gatehouse.rps")
+n_p99=$(median <"$work/nginx.p99")
+g_p99=$(median <"$work/gatehouse.p99")
+echo
+awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "gatehouse/nginx requests/s: %.2fx\n", g / n }'
+awk -v g="$g_p99" -v n="$n_p99" 'BEGIN { printf "gatehouse/nginx p99:        %.2fx (below 1 is better)\n", g / n }'
