@@ -4,8 +4,9 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
-/// Headers that describe one hop and never travel further.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one hop and never travel further. (A `static`: a
+/// `const` array of `HeaderName`s would be built and dropped at every use.)
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -368,6 +368,11 @@ mod tests {
         assert_eq!(normalize_path("/a/./b/.").unwrap(), "/a/b/");
         assert_eq!(normalize_path("/a/b/..").unwrap(), "/a/");
         assert_eq!(normalize_path("/..."), Ok(Cow::Borrowed("/...")));
+        assert_eq!(normalize_path("/a/.%2E/b").unwrap(), "/b");
+        assert_eq!(normalize_path("/a/%2e./b").unwrap(), "/b");
+        assert_eq!(normalize_path("/a/%2e/b").unwrap(), "/a/b");
+        assert_eq!(normalize_path("/a/%2ex/b"), Ok(Cow::Borrowed("/a/%2ex/b")));
+        assert_eq!(normalize_path("/v1/ab/cdef"), Ok(Cow::Borrowed("/v1/ab/cdef")));
         assert_eq!(normalize_path("/../etc/passwd"), Err(InvalidPath));
         assert_eq!(normalize_path("relative"), Err(InvalidPath));
     }
