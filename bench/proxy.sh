@@ -39,7 +39,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    # nginx may already be gone (and its pid file with it).
+    kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
