@@ -127,7 +127,23 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     let addr = started["addr"].as_str().expect("listening line with addr").to_owned();
     let http = client();
     let get = |path: &'static str| http.get(format!("http://{addr}{path}")).send();
-    assert_eq!(get("/v").await.unwrap().text().await.unwrap(), "one");
+    let r = http.get(format!("http://{addr}/v")).header("x-request-id", "cli-test-1").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "one");
+
+    // One JSON access-log line per request, written when the response ends.
+    let access = loop {
+        let log = next_log().await;
+        if log["target"] == "access" {
+            break log;
+        }
+    };
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/v");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["route"], "v");
+    assert_eq!(access["bytes"], 3);
+    assert_eq!(access["request_id"], "cli-test-1");
+    assert!(access["latency_ms"].as_f64().is_some());
 
     // A broken file is refused and the old routes keep serving.
     std::fs::write(&file, "routes: [ { name: v, path: nope } ]\n").unwrap();

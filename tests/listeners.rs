@@ -251,3 +251,33 @@ async fn admin_serves_health_readiness_and_metrics() {
     let r = http.post(format!("{admin}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_first_health_check() {
+    // The health endpoint answers only when the test lets it.
+    let (release, release_rx) = tokio::sync::watch::channel(false);
+    let up = backend(move |_| {
+        let mut release = release_rx.clone();
+        async move {
+            let _ = release.wait_for(|r| *r).await;
+            text(200, "ok")
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &format!("  u: {{ targets: [\"{}\"], health_check: {{ path: /healthz, interval: 1h, timeout: 30s }} }}", up.url),
+        "  - { name: all, path: /*, upstream: u }",
+    ))
+    .await;
+    let http = client();
+    let r = http.get(format!("{}/readyz", gw.admin_url())).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["waiting_for"][0], "first health check of upstream `u`");
+
+    release.send(true).unwrap();
+    eventually("ready after the first check", || async {
+        http.get(format!("{}/readyz", gw.admin_url())).send().await.unwrap().status() == 200
+    })
+    .await;
+}
