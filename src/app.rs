@@ -30,17 +30,26 @@ use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
-use crate::admin::{AdminService, ListenerCollector, Readiness, UpstreamCollector, UpstreamSet};
+use crate::admin::{
+    AdminService, ListenerCollector, QueueCollector, Readiness, UpstreamCollector, UpstreamSet,
+};
+use crate::aws::{AwsService, Credentials};
 use crate::body::GatewayBody;
 use crate::config::{Config, ConfigError, FixedResponse, KeyPath, Problem, RouteTarget};
 use crate::error::{BoxHttpError, HttpError};
 use crate::middleware::access_log::{AccessLogLayer, RequestLog};
 use crate::middleware::metrics::{HttpMetrics, RouteStats};
 use crate::proxy::{ForwardOptions, Upstream, UpstreamTarget};
+use crate::publish::Publisher;
+use crate::queue::storage::sqlite::{SqliteOptions, SqliteStorage};
+use crate::queue::{Account, DeclaredQueue, QueueEngine};
 use crate::routing::{RouteLayer, RouteMatch, RouteSpec, RouteTable, SharedTable};
 use crate::server::rescue::RescueLayer;
 use crate::server::{self, ConnInfo, Listener, ListenerSpec, Phase};
 use crate::tls::ReloadableServerConfig;
+
+/// The queue service as gatehouse runs it: the engine on SQLite.
+pub type Queues = QueueEngine<SqliteStorage>;
 
 /// What a matched route does.
 pub struct RouteHandler {
@@ -55,6 +64,8 @@ pub struct RouteHandler {
 pub enum Action {
     Proxy(Upstream),
     Respond(FixedAnswer),
+    /// `None` only in plans built to check a config (nothing is served).
+    Publish(Option<Publisher<SqliteStorage>>),
 }
 
 /// A `respond:` route's answer, built once.
@@ -106,6 +117,7 @@ pub fn plan(
     config: Config,
     previous: Option<&BTreeMap<String, Upstream>>,
     metrics: &HttpMetrics,
+    queues: Option<&Arc<Queues>>,
 ) -> Result<Plan, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
     let mut tls = Vec::new();
@@ -148,6 +160,14 @@ pub fn plan(
                 // Already reported by config validation or upstream building.
                 None => continue,
             },
+            RouteTarget::Queue { queue, message } => {
+                let publisher = queues.map(|engine| Publisher {
+                    engine: engine.clone(),
+                    queue: queue.clone(),
+                    mapping: message.clone(),
+                });
+                (Action::Publish(publisher), r.timeout.unwrap_or(Duration::MAX))
+            }
         };
         let spec = RouteSpec {
             host: r.host.clone(),
@@ -169,6 +189,86 @@ pub fn plan(
     Ok(Plan { config: Arc::new(config), tls, upstreams, table: RouteTable::new(routes) })
 }
 
+/// The queues a config declares, as the engine takes them: dead-letter
+/// queues before the queues that use them.
+pub fn declared_queues(config: &Config) -> Vec<DeclaredQueue> {
+    fn visit<'a>(name: &'a String, config: &'a Config, ordered: &mut Vec<&'a String>, depth: usize) {
+        if ordered.contains(&name) || depth > config.queues.len() {
+            return;
+        }
+        if let Some(dl) = config.queues.get(name).and_then(|q| q.dead_letter.as_ref()) {
+            if let Some((target, _)) = config.queues.get_key_value(&dl.queue) {
+                visit(target, config, ordered, depth + 1);
+            }
+        }
+        if !ordered.contains(&name) {
+            ordered.push(name);
+        }
+    }
+    let arn_prefix =
+        Account { id: config.aws.account_id.clone(), region: config.aws.region.clone() }.arn_prefix();
+    let mut ordered: Vec<&String> = Vec::new();
+    for name in config.queues.keys() {
+        visit(name, config, &mut ordered, 0);
+    }
+    ordered
+        .into_iter()
+        .map(|name| {
+            let q = &config.queues[name];
+            DeclaredQueue {
+                name: name.clone(),
+                fifo: q.fifo,
+                attributes: q.sqs_attributes(&arn_prefix),
+                tags: q.tags.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Whether a config uses queues at all (else no storage is opened).
+fn uses_queues(config: &Config) -> bool {
+    config.listen.aws.is_some()
+        || !config.queues.is_empty()
+        || config.routes.iter().any(|r| matches!(r.target, RouteTarget::Queue { .. }))
+}
+
+/// Opens the store, loads the queues and applies the declared ones.
+async fn open_queues(config: &Config) -> Result<Arc<Queues>, StartError> {
+    let key = KeyPath::root().key("storage");
+    let fail = |msg: String| StartError::Config(config.error(vec![Problem::at_value(key.clone(), msg)]));
+    let opts = SqliteOptions {
+        dir: config.storage.path.clone(),
+        sync: match config.storage.sync {
+            crate::config::SyncMode::Full => crate::queue::storage::sqlite::SyncMode::Full,
+            crate::config::SyncMode::Normal => crate::queue::storage::sqlite::SyncMode::Normal,
+        },
+        cache_mib: u32::try_from(config.storage.cache >> 20).unwrap_or(u32::MAX),
+    };
+    let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&opts))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| {
+            fail(format!("cannot open the queue store in `{}`: {e}", config.storage.path.display()))
+        })?;
+    let account = Account { id: config.aws.account_id.clone(), region: config.aws.region.clone() };
+    let engine = QueueEngine::start(storage, account).await.map_err(|e| fail(e.to_string()))?;
+    declare(&engine, config).await.map_err(StartError::Config)?;
+    Ok(engine)
+}
+
+/// Creates or updates the declared queues; problems name the queue's key.
+async fn declare(engine: &Queues, config: &Config) -> Result<(), ConfigError> {
+    for q in declared_queues(config) {
+        if let Err(e) = engine.declare(std::slice::from_ref(&q)).await {
+            let key = config.queues.get(&q.name).map(|c| c.key.clone()).unwrap_or_default();
+            return Err(
+                config.error(vec![Problem::at_key(key, format!("cannot apply queue `{}`: {e}", q.name))])
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Why gatehouse could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -185,6 +285,9 @@ pub struct Gatehouse {
     /// Bound gateway addresses, in config order (useful with port 0).
     pub gateway_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
+    /// The SQS-compatible API, if enabled.
+    pub aws_addr: Option<SocketAddr>,
+    queues: Option<Arc<Queues>>,
     config: ArcSwap<Config>,
     table: SharedTable<Arc<RouteHandler>>,
     upstreams: UpstreamSet,
@@ -205,7 +308,10 @@ pub struct Gatehouse {
 pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let workers = config.workers;
     let metrics = HttpMetrics::new();
-    let plan = plan(config, None, &metrics)?;
+    // Checked before the store is touched.
+    drop(plan(config.clone(), None, &metrics, None)?);
+    let queues = if uses_queues(&config) { Some(open_queues(&config).await?) } else { None };
+    let plan = plan(config, None, &metrics, queues.as_ref())?;
     let config = plan.config.clone();
 
     // Bind everything first, so a port in use is reported before serving.
@@ -221,6 +327,17 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
             }
         }
     }
+    let aws_sockets = match &config.listen.aws {
+        None => Vec::new(),
+        Some(a) => match server::bind(a.bind, workers) {
+            Ok(s) => s,
+            Err(e) => {
+                let key = KeyPath::root().key("listen").key("aws").key("bind");
+                problems.push(Problem::at_value(key, format!("cannot listen on {}: {e}", a.bind)));
+                Vec::new()
+            }
+        },
+    };
     let admin_socket = match config.listen.admin {
         None => None,
         Some(addr) => match server::bind(addr, 1) {
@@ -257,8 +374,8 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let mut listeners = Vec::new();
     let mut tls_handles = Vec::new();
     let mut stats = Vec::new();
-    // sockets[w] holds worker w's socket for every gateway listener.
-    let mut sockets: Vec<Vec<(Arc<Listener>, std::net::TcpListener)>> =
+    // sockets[w] holds worker w's socket for every listener it serves.
+    let mut sockets: Vec<Vec<(Arc<Listener>, std::net::TcpListener, Served)>> =
         (0..workers).map(|_| Vec::new()).collect();
     for ((l, socks), tls) in config.listen.gateway.iter().zip(bound).zip(plan.tls) {
         let local = socks[0].local_addr().map_err(|e| {
@@ -271,7 +388,27 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         let listener = Listener::new(local, ListenerSpec { tls, limits: l.limits.clone() });
         stats.push((format!("gateway {local}"), listener.stats.clone()));
         for (w, sock) in socks.into_iter().enumerate() {
-            sockets[w].push((listener.clone(), sock));
+            sockets[w].push((listener.clone(), sock, Served::Gateway));
+        }
+        listeners.push(listener);
+    }
+    let mut aws_addr = None;
+    let mut aws_service = None;
+    if let (Some(engine), Some(first)) = (&queues, aws_sockets.first()) {
+        let local = first.local_addr().map_err(|e| {
+            StartError::Bind(
+                config
+                    .error(vec![Problem::at_value(KeyPath::root().key("listen").key("aws"), e.to_string())]),
+            )
+        })?;
+        aws_addr = Some(local);
+        let creds = config.listen.aws.as_ref().map(|a| a.credentials.clone()).unwrap_or_default();
+        let creds = (!creds.is_empty()).then(|| Credentials::new(creds));
+        aws_service = Some(AwsService::new(engine.clone(), creds));
+        let listener = Listener::new(local, ListenerSpec { tls: None, limits: Default::default() });
+        stats.push((format!("aws {local}"), listener.stats.clone()));
+        for (w, sock) in aws_sockets.into_iter().enumerate() {
+            sockets[w].push((listener.clone(), sock, Served::Aws));
         }
         listeners.push(listener);
     }
@@ -282,6 +419,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         ready.push(rx);
         let stack = stack.clone();
+        let aws_service = aws_service.clone();
         let mut phase = phase_rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("gatehouse-worker-{index}"))
@@ -295,10 +433,17 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
                     }
                 };
                 runtime.block_on(async move {
-                    for (listener, socket) in worker_sockets {
-                        let service = stack.clone();
-                        let served =
-                            listener.serve(socket, move |_: ConnInfo| service.clone(), phase.clone());
+                    for (listener, socket, kind) in worker_sockets {
+                        let served = match (kind, &aws_service) {
+                            (Served::Aws, Some(aws)) => {
+                                let aws = aws.clone();
+                                listener.serve(socket, move |_: ConnInfo| aws.clone(), phase.clone())
+                            }
+                            _ => {
+                                let service = stack.clone();
+                                listener.serve(socket, move |_: ConnInfo| service.clone(), phase.clone())
+                            }
+                        };
                         if let Err(e) = served {
                             let _ = tx.send(Err(format!("worker {index}: {e}")));
                             return;
@@ -333,6 +478,10 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     };
     registry.register_collector(Box::new(ListenerCollector { listeners: stats }));
     registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
+    if let Some(engine) = &queues {
+        registry.register_collector(Box::new(QueueCollector::new(engine.clone())));
+        spawn_count_refresher(engine);
+    }
     let mut admin_listener = None;
     let admin_addr = match admin_socket {
         None => None,
@@ -353,8 +502,10 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     readiness.listening.store(true, Ordering::Relaxed);
 
     Ok(Gatehouse {
-        gateway_addrs: listeners.iter().map(|l| l.local_addr).collect(),
+        gateway_addrs: config.listen.gateway.iter().zip(&listeners).map(|(_, l)| l.local_addr).collect(),
         admin_addr,
+        aws_addr,
+        queues,
         config: ArcSwap::new(config),
         table,
         upstreams,
@@ -380,10 +531,22 @@ impl Gatehouse {
     /// on any problem nothing changes. Listener addresses, connection limits
     /// and the number of workers need a restart; certificates, routes and
     /// upstreams change in place.
-    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+    pub async fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        // Everything is checked before anything changes.
+        drop(plan(config.clone(), None, &HttpMetrics::new(), None)?);
+        let running = self.config.load_full();
+        if config.storage != running.storage || config.aws != running.aws {
+            tracing::warn!("`storage` and `aws` changes take effect after a restart");
+        }
+        match &self.queues {
+            Some(engine) => declare(engine, &config).await?,
+            None if uses_queues(&config) => {
+                tracing::warn!("queues were not in use at start; enabling them takes a restart");
+            }
+            None => {}
+        }
         let mut current = self.upstream_map.lock().unwrap_or_else(|e| e.into_inner());
-        let plan = plan(config, Some(&current), &self.metrics)?;
-        let running = self.config.load();
+        let plan = plan(config, Some(&current), &self.metrics, self.queues.as_ref())?;
         let restart_needed =
             plan.config.workers != running.workers
                 || plan.config.listen.admin != running.listen.admin
@@ -424,9 +587,14 @@ impl Gatehouse {
         let drained = tokio::time::timeout(deadline, all).await.is_ok();
         self.stop();
         let workers = std::mem::take(&mut self.workers);
+        let queues = self.queues.take();
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
                 let _ = w.join();
+            }
+            // Finish what the store has queued and checkpoint it.
+            if let Some(q) = queues {
+                q.close();
             }
         })
         .await;
@@ -450,6 +618,28 @@ impl Drop for Gatehouse {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Which service a worker's socket serves.
+#[derive(Clone, Copy)]
+enum Served {
+    Gateway,
+    Aws,
+}
+
+/// Refreshes queue counts for metrics every few seconds.
+fn spawn_count_refresher(engine: &Arc<Queues>) {
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        loop {
+            let Some(engine) = weak.upgrade() else { return };
+            for q in engine.all() {
+                let _ = engine.counts(&q).await;
+            }
+            drop(engine);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
 }
 
 /// Request ids: 128 random bits as 32 hex digits.
@@ -511,6 +701,14 @@ impl Service<Request<Incoming>> for Dispatch {
             let route = &m.route;
             match &route.action {
                 Action::Respond(answer) => Ok(answer.response()),
+                Action::Publish(publisher) => {
+                    let Some(publisher) = publisher else { return Err(Unrouted.into()) };
+                    let sender = req
+                        .extensions()
+                        .get::<ConnInfo>()
+                        .and_then(|c| c.peer_ip.to_str().ok().map(str::to_owned));
+                    publisher.publish(req, sender).await.map_err(Into::into)
+                }
                 Action::Proxy(upstream) => {
                     let (client_ip, tls) = match req.extensions().get::<ConnInfo>() {
                         Some(c) => (c.peer_ip.clone(), c.tls),

@@ -23,11 +23,14 @@
 
 pub mod admin;
 pub mod app;
+pub mod aws;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod middleware;
 pub mod proxy;
+pub mod publish;
+pub mod queue;
 pub mod routing;
 pub mod server;
 pub mod tls;

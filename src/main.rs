@@ -85,7 +85,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     };
     // Building the plan reads certificates and CA files, so `check` finds
     // what `serve` would refuse.
-    match app::plan(config, None, &Default::default()) {
+    match app::plan(config, None, &Default::default(), None) {
         Ok(plan) => {
             let c = &plan.config;
             println!(
@@ -163,6 +163,9 @@ async fn run(path: &std::path::Path, config: Config) -> anyhow::Result<ExitCode>
         let scheme = if l.tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, "gateway listening on {scheme}://{addr}");
     }
+    if let Some(addr) = gatehouse.aws_addr {
+        tracing::info!(%addr, "SQS-compatible API on http://{addr}");
+    }
     if let Some(addr) = gatehouse.admin_addr {
         tracing::info!(%addr, "admin listening on http://{addr} (/metrics /healthz /readyz)");
     }
@@ -175,7 +178,11 @@ async fn run(path: &std::path::Path, config: Config) -> anyhow::Result<ExitCode>
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading");
-                match Config::load(path).and_then(|c| gatehouse.reload(c)) {
+                let reloaded = match Config::load(path) {
+                    Ok(c) => gatehouse.reload(c).await,
+                    Err(e) => Err(e),
+                };
+                match reloaded {
                     Ok(()) => tracing::info!("configuration reloaded"),
                     Err(e) => {
                         for line in e.to_string().lines() {

@@ -82,8 +82,11 @@ fn serve_refuses_a_bad_config_with_64_and_a_busy_port_with_69() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let file = dir.path().join("busy.yaml");
-    std::fs::write(&file, format!("listen: {{ gateway: {{ bind: \"127.0.0.1:{port}\" }}, admin: off }}\n"))
-        .unwrap();
+    std::fs::write(
+        &file,
+        format!("listen: {{ gateway: {{ bind: \"127.0.0.1:{port}\" }}, admin: off, aws: off }}\n"),
+    )
+    .unwrap();
     let o = run(&["serve", "-c", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(69));
     assert!(
@@ -94,7 +97,7 @@ fn serve_refuses_a_bad_config_with_64_and_a_busy_port_with_69() {
 }
 
 fn write_config(path: &Path, body: &str) {
-    std::fs::write(path, format!("listen: {{ gateway: {{ bind: \"127.0.0.1:0\" }}, admin: off }}\nlog: {{ format: json }}\nroutes:\n{body}")).unwrap();
+    std::fs::write(path, format!("listen: {{ gateway: {{ bind: \"127.0.0.1:0\" }}, admin: off, aws: off }}\nlog: {{ format: json }}\nroutes:\n{body}")).unwrap();
 }
 
 fn signal(pid: u32, sig: &str) {

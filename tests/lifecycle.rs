@@ -45,7 +45,7 @@ async fn reload_swaps_routes_without_dropping_requests_or_connections() {
         &format!("  slow: {{ targets: [\"{}\"] }}", slow.url),
         "  - { name: slow, path: /slow, upstream: slow }\n  - { name: new, path: /new, respond: { body: v2 } }",
     );
-    gw.reload(&v2).expect("valid reload");
+    gw.reload(&v2).await.expect("valid reload");
 
     assert_eq!(http.get(format!("{}/new", gw.url)).send().await.unwrap().text().await.unwrap(), "v2");
     assert_eq!(http.get(format!("{}/old", gw.url)).send().await.unwrap().status(), 404);
@@ -68,6 +68,7 @@ async fn a_bad_reload_changes_nothing_and_names_every_problem() {
         Gateway::start(&config("", "  - { name: keep, path: /keep, respond: { body: still-here } }")).await;
     let err = gw
         .reload("routes:\n  - { name: a, path: nope, respond: {} }\n  - { name: b, path: /b, upstream: missing }\n")
+        .await
         .expect_err("bad config refused");
     let text = err.to_string();
     assert!(text.contains("routes.yaml:2:22: routes[0].path: a path must start with `/`"), "{text}");
@@ -82,7 +83,7 @@ async fn certificates_are_read_again_on_reload() {
     let ca = TestCa::new("reload CA");
     let first = ca.leaf(&["a.test"]);
     first.write(dir.path(), "a");
-    let yaml = "listen:\n  gateway: { bind: \"127.0.0.1:0\", tls: { cert: a.pem, key: a-key.pem } }\n  admin: off\nroutes:\n  - { name: ping, path: /ping, respond: { body: pong } }\n";
+    let yaml = "listen:\n  gateway: { bind: \"127.0.0.1:0\", tls: { cert: a.pem, key: a-key.pem } }\n  admin: off\n  aws: off\nroutes:\n  - { name: ping, path: /ping, respond: { body: pong } }\n";
     let gw = Gateway::start_in(dir, yaml).await;
     let url = format!("https://a.test:{}/ping", gw.addr.port());
     let served = |http: reqwest::Client| {
@@ -96,7 +97,7 @@ async fn certificates_are_read_again_on_reload() {
 
     let second = ca.leaf(&["a.test"]);
     second.write(gw.dir.path(), "a");
-    gw.reload(yaml).unwrap();
+    gw.reload(yaml).await.unwrap();
     // A new connection gets the new certificate.
     assert_eq!(served(ca.https_client(&["a.test"], gw.addr, None)).await, second.der.to_vec());
 }

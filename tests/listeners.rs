@@ -25,7 +25,7 @@ fn sni_setup() -> (tempfile::TempDir, TestCa, Leaf, Leaf) {
 
 fn tls_config(tls: &str) -> String {
     format!(
-        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\", tls: {tls} }}\n  admin: off\nlog: {{ access: false }}\nroutes:\n  - {{ name: ping, path: /ping, respond: {{ body: pong }} }}\n"
+        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\", tls: {tls} }}\n  admin: off\n  aws: off\nlog: {{ access: false }}\nroutes:\n  - {{ name: ping, path: /ping, respond: {{ body: pong }} }}\n"
     )
 }
 
@@ -138,7 +138,7 @@ async fn optional_client_auth_admits_anonymous_clients() {
 
 fn limits_config(limits: &str) -> String {
     format!(
-        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\", {limits} }}\n  admin: off\nlog: {{ access: false }}\nroutes:\n  - {{ name: ping, path: /ping, respond: {{ body: pong }} }}\n"
+        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\", {limits} }}\n  admin: off\n  aws: off\nlog: {{ access: false }}\nroutes:\n  - {{ name: ping, path: /ping, respond: {{ body: pong }} }}\n"
     )
 }
 
@@ -265,7 +265,10 @@ async fn readiness_waits_for_the_first_health_check() {
     })
     .await;
     let gw = Gateway::start(&config(
-        &format!("  u: {{ targets: [\"{}\"], health_check: {{ path: /healthz, interval: 1h, timeout: 30s }} }}", up.url),
+        &format!(
+            "  u: {{ targets: [\"{}\"], health_check: {{ path: /healthz, interval: 1h, timeout: 30s }} }}",
+            up.url
+        ),
         "  - { name: all, path: /*, upstream: u }",
     ))
     .await;

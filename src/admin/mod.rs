@@ -246,3 +246,87 @@ impl Collector for UpstreamCollector {
         Ok(())
     }
 }
+
+/// Exposes per-queue depth and activity at scrape time: visible, in-flight
+/// and delayed counts and the age of the oldest message (refreshed every few
+/// seconds and on `GetQueueAttributes`), counters of sent, received,
+/// deleted and dead-lettered messages, and the time receives waited.
+pub struct QueueCollector {
+    engine: Arc<crate::app::Queues>,
+}
+
+impl QueueCollector {
+    pub fn new(engine: Arc<crate::app::Queues>) -> Self {
+        Self { engine }
+    }
+}
+
+impl fmt::Debug for QueueCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueCollector").finish()
+    }
+}
+
+impl Collector for QueueCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let queues = self.engine.all();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let label = |q: &crate::queue::Queue| [("queue", q.name.clone())];
+        type Gauge = (&'static str, &'static str, fn(&crate::queue::storage::Counts, i64) -> i64);
+        let gauges: [Gauge; 4] = [
+            ("gatehouse_queue_messages_visible", "Messages ready to be received", |c, _| c.visible as i64),
+            ("gatehouse_queue_messages_in_flight", "Messages received and not yet deleted", |c, _| {
+                c.in_flight as i64
+            }),
+            ("gatehouse_queue_messages_delayed", "Messages not yet visible because of a delay", |c, _| {
+                c.delayed as i64
+            }),
+            (
+                "gatehouse_queue_oldest_message_age_seconds",
+                "Age of the oldest message in the queue",
+                |c, now| c.oldest_sent_ms.map_or(0, |t| (now - t).max(0) / 1000),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for q in &queues {
+                ConstGauge::new(value(&q.last_counts(), now_ms)).encode(e.encode_family(&label(q))?)?;
+            }
+        }
+        type Counter = (&'static str, &'static str, fn(&crate::queue::QueueStats) -> u64);
+        let counters: [Counter; 4] = [
+            ("gatehouse_queue_messages_sent", "Messages stored (duplicates excluded)", |s| {
+                s.sent.load(Ordering::Relaxed)
+            }),
+            ("gatehouse_queue_messages_received", "Messages handed to receivers", |s| {
+                s.received.load(Ordering::Relaxed)
+            }),
+            ("gatehouse_queue_messages_deleted", "Messages deleted by receivers", |s| {
+                s.deleted.load(Ordering::Relaxed)
+            }),
+            (
+                "gatehouse_queue_messages_moved_to_dead_letter",
+                "Messages moved to the dead-letter queue",
+                |s| s.moved_to_dead_letter.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for q in &queues {
+                ConstCounter::new(value(&q.stats)).encode(e.encode_family(&label(q))?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_queue_receive_wait_seconds",
+            "Time long-polling receives waited",
+            None,
+            MetricType::Histogram,
+        )?;
+        for q in &queues {
+            q.stats.receive_wait.encode(e.encode_family(&label(q))?)?;
+        }
+        Ok(())
+    }
+}

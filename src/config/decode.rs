@@ -246,6 +246,11 @@ impl<'v> Table<'v> {
         Some(Node { value, path: self.path.key(key) })
     }
 
+    /// Whether `key` is present (even if `null`).
+    pub fn has_key(&self, key: &str) -> bool {
+        self.map.is_some_and(|m| m.contains_key(key))
+    }
+
     /// The value under `key`, recording a problem if it is absent.
     pub fn require(&self, d: &mut Decoder<'_>, key: &str) -> Option<Node<'v>> {
         let node = self.get(key);

@@ -17,6 +17,7 @@ mod decode;
 mod locate;
 pub mod pattern;
 mod problem;
+pub mod queues;
 pub mod units;
 
 use std::collections::{BTreeMap, HashSet};
@@ -29,6 +30,9 @@ use decode::{Decoder, Node};
 pub use locate::Anchor;
 pub use pattern::{HostPattern, PathPattern, PathSegment};
 pub use problem::{ConfigError, KeyPath, Problem};
+pub use queues::{
+    AwsConfig, AwsListener, DeadLetter, MessageMapping, QueueConfig, StorageConfig, SyncMode, ValueSource,
+};
 
 /// Defaults, in one place.
 pub mod defaults {
@@ -36,6 +40,7 @@ pub mod defaults {
 
     pub const GATEWAY_BIND: &str = "0.0.0.0:8080";
     pub const ADMIN_BIND: &str = "127.0.0.1:9901";
+    pub const AWS_BIND: &str = "127.0.0.1:9324";
     pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
@@ -77,6 +82,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Who the queues belong to (queue URLs and ARNs).
+    pub aws: AwsConfig,
+    /// Where queues are stored.
+    pub storage: StorageConfig,
+    /// Queues created (or updated) at start.
+    pub queues: BTreeMap<String, QueueConfig>,
 }
 
 /// `listen:`: the sockets gatehouse binds.
@@ -86,6 +97,8 @@ pub struct Listen {
     pub gateway: Vec<GatewayListener>,
     /// Operations listener (`listen.admin`); `None` when `admin: off`.
     pub admin: Option<SocketAddr>,
+    /// The SQS-compatible API (`listen.aws`); `None` when `aws: off`.
+    pub aws: Option<AwsListener>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -308,6 +321,11 @@ pub struct RouteConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RouteTarget {
     Upstream(String),
+    /// Publish the request as a message into this queue.
+    Queue {
+        queue: String,
+        message: MessageMapping,
+    },
     /// A fixed answer, without any backend (health pages, redirects, stubs).
     Respond(FixedResponse),
 }
@@ -374,9 +392,10 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] = &["listen", "log", "workers", "drain_timeout", "upstreams", "routes"];
+const TOP_KEYS: &[&str] =
+    &["listen", "log", "workers", "drain_timeout", "upstreams", "routes", "aws", "storage", "queues"];
 /// Sections of DESIGN.md §3 that later work implements.
-const TOP_PENDING: &[&str] = &["aws", "storage", "waf", "auth", "throttle", "queues", "topics"];
+const TOP_PENDING: &[&str] = &["waf", "auth", "throttle", "topics"];
 
 fn decode_config(
     d: &mut Decoder<'_>,
@@ -395,8 +414,20 @@ fn decode_config(
         drain_timeout: defaults::DRAIN_TIMEOUT,
         upstreams: BTreeMap::new(),
         routes: Vec::new(),
+        aws: AwsConfig::default(),
+        storage: queues::default_storage(base),
+        queues: BTreeMap::new(),
     };
     let Some(t) = d.table(&root, TOP_KEYS, TOP_PENDING) else { return config };
+    config.aws = queues::decode_aws(d, t.get("aws"));
+    config.storage = queues::decode_storage(d, t.get("storage"), base);
+    if let Some(n) = t.get("queues") {
+        for (name, node) in d.entries(&n) {
+            if let Some(q) = queues::decode_queue(d, &name, &node) {
+                config.queues.insert(name, q);
+            }
+        }
+    }
     if let Some(listen) = decode_listen(d, t.get("listen"), base) {
         config.listen = listen;
     }
@@ -442,7 +473,16 @@ fn default_listen() -> Listen {
     Listen {
         gateway: vec![default_gateway(KeyPath::root())],
         admin: Some(defaults::ADMIN_BIND.parse().expect("valid default")),
+        aws: Some(default_aws_listener()),
     }
+}
+
+fn default_aws_listener() -> AwsListener {
+    AwsListener { bind: defaults::AWS_BIND.parse().expect("valid default"), credentials: Vec::new() }
+}
+
+fn is_off(n: &Node<'_>) -> bool {
+    matches!(n.value, serde_yaml::Value::Bool(false)) || n.value.as_str() == Some("off")
 }
 
 impl Default for LogConfig {
@@ -485,7 +525,7 @@ fn decode_passive_default() -> PassiveHealthConfig {
 
 fn decode_listen(d: &mut Decoder<'_>, node: Option<Node<'_>>, base: &Path) -> Option<Listen> {
     let Some(node) = node else { return Some(default_listen()) };
-    let t = d.table(&node, &["gateway", "admin"], &["aws"])?;
+    let t = d.table(&node, &["gateway", "admin", "aws"], &[])?;
     let gateway = match t.get("gateway") {
         None => vec![default_gateway(t.path.key("gateway"))],
         Some(g) if g.value.is_sequence() => {
@@ -497,11 +537,14 @@ fn decode_listen(d: &mut Decoder<'_>, node: Option<Node<'_>>, base: &Path) -> Op
         }
         Some(g) => decode_gateway_listener(d, &g, base).into_iter().collect(),
     };
+    let aws = match t.get("aws") {
+        None => Some(default_aws_listener()),
+        Some(n) if is_off(&n) => None,
+        Some(n) => queues::decode_aws_listener(d, &n),
+    };
     let admin = match t.get("admin") {
         None => Some(defaults::ADMIN_BIND.parse().expect("valid default")),
-        Some(n) if matches!(n.value, serde_yaml::Value::Bool(false)) || n.value.as_str() == Some("off") => {
-            None
-        }
+        Some(n) if is_off(&n) => None,
         Some(n) => {
             let a = d.table(&n, &["bind"], &[])?;
             match a.get("bind") {
@@ -510,7 +553,7 @@ fn decode_listen(d: &mut Decoder<'_>, node: Option<Node<'_>>, base: &Path) -> Op
             }
         }
     };
-    Some(Listen { gateway, admin })
+    Some(Listen { gateway, admin, aws })
 }
 
 impl Default for ConnectionLimits {
@@ -837,9 +880,20 @@ fn decode_retries(d: &mut Decoder<'_>, node: Option<Node<'_>>) -> RetryConfig {
     r
 }
 
-const ROUTE_KEYS: &[&str] =
-    &["name", "path", "methods", "host", "upstream", "respond", "strip_prefix", "timeout", "max_body"];
-const ROUTE_PENDING: &[&str] = &["queue", "topic", "message", "auth", "scopes", "throttle", "waf"];
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "path",
+    "methods",
+    "host",
+    "upstream",
+    "respond",
+    "queue",
+    "message",
+    "strip_prefix",
+    "timeout",
+    "max_body",
+];
+const ROUTE_PENDING: &[&str] = &["topic", "auth", "scopes", "throttle", "waf"];
 
 /// Methods accepted in `methods:` without question; other tokens are
 /// accepted if they are valid HTTP method tokens.
@@ -885,18 +939,30 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
             }
         }
     }
-    let target = match (t.get("upstream"), t.get("respond")) {
-        (Some(u), None) => d.string(&u).map(RouteTarget::Upstream),
-        (None, Some(r)) => decode_respond(d, &r).map(RouteTarget::Respond),
-        (Some(_), Some(r)) => {
-            d.invalid(&r, "a route has one target: `upstream` or `respond`, not both");
+    let targets: Vec<&str> = ["upstream", "respond", "queue"].into_iter().filter(|k| t.has_key(k)).collect();
+    let target = match targets.as_slice() {
+        ["upstream"] => t.get("upstream").and_then(|u| d.string(&u)).map(RouteTarget::Upstream),
+        ["respond"] => t.get("respond").and_then(|r| decode_respond(d, &r)).map(RouteTarget::Respond),
+        ["queue"] => {
+            let queue = t.get("queue").and_then(|q| d.string(&q));
+            let message = match t.get("message") {
+                Some(m) => queues::decode_message(d, &m).unwrap_or_default(),
+                None => MessageMapping::default(),
+            };
+            queue.map(|queue| RouteTarget::Queue { queue, message })
+        }
+        [] => {
+            d.invalid(node, "a route needs a target: `upstream: NAME`, `queue: NAME` or `respond: {...}`");
             None
         }
-        (None, None) => {
-            d.invalid(node, "a route needs a target: `upstream: NAME` or `respond: {...}`");
+        many => {
+            d.invalid(node, format!("a route has one target, found {}", many.join(" and ")));
             None
         }
     };
+    if t.has_key("message") && !t.has_key("queue") {
+        d.report(Problem::at_key(t.path.key("message"), "`message` applies to routes with `queue`"));
+    }
     let strip_prefix = t.get("strip_prefix").and_then(|n| {
         let s = d.string(&n)?;
         let clean = s.trim_end_matches('/');
@@ -981,12 +1047,42 @@ fn validate(c: &Config) -> Vec<Problem> {
             }
         }
     }
+    if let Some(aws) = &c.listen.aws {
+        if aws.bind.port() != 0 && !binds.insert(aws.bind) {
+            problems.push(Problem::at_value(
+                KeyPath::root().key("listen").key("aws").key("bind"),
+                format!("{} is already a gateway listener", aws.bind),
+            ));
+        }
+    }
     if let Some(admin) = c.listen.admin {
         if admin.port() != 0 && binds.contains(&admin) {
             problems.push(Problem::at_value(
                 KeyPath::root().key("listen").key("admin").key("bind"),
                 format!("{admin} is already a gateway listener"),
             ));
+        }
+    }
+
+    for (name, q) in &c.queues {
+        let Some(dl) = &q.dead_letter else { continue };
+        let at = q.key.key("dead_letter").key("queue");
+        match c.queues.get(&dl.queue) {
+            None => {
+                let mut msg = format!("unknown queue `{}`", dl.queue);
+                if let Some(s) = problem::suggest(&dl.queue, c.queues.keys().map(String::as_str)) {
+                    msg.push_str(&format!(" (did you mean `{s}`?)"));
+                }
+                problems.push(Problem::at_value(at, msg));
+            }
+            Some(_) if dl.queue == *name => {
+                problems.push(Problem::at_value(at, "a queue cannot be its own dead-letter queue"))
+            }
+            Some(target) if target.fifo != q.fifo => problems.push(Problem::at_value(
+                at,
+                "a dead-letter queue must be of the same type (FIFO or standard) as its source",
+            )),
+            Some(_) => {}
         }
     }
 
@@ -997,6 +1093,16 @@ fn validate(c: &Config) -> Vec<Problem> {
                 r.key.key("name"),
                 format!("route name `{}` is already used by {}", r.name, first.key),
             ));
+        }
+        if let RouteTarget::Queue { queue, .. } = &r.target {
+            if !c.queues.contains_key(queue) {
+                let mut msg = format!("unknown queue `{queue}`");
+                match problem::suggest(queue, c.queues.keys().map(String::as_str)) {
+                    Some(s) => msg.push_str(&format!(" (did you mean `{s}`?)")),
+                    None => msg.push_str("; routes publish into queues declared under `queues`"),
+                }
+                problems.push(Problem::at_value(r.key.key("queue"), msg));
+            }
         }
         if let RouteTarget::Upstream(u) = &r.target {
             if !c.upstreams.contains_key(u) {

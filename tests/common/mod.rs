@@ -60,11 +60,11 @@ impl Gateway {
     }
 
     /// Rewrites routes.yaml and reloads it, as SIGHUP does.
-    pub fn reload(&self, yaml: &str) -> Result<(), ConfigError> {
+    pub async fn reload(&self, yaml: &str) -> Result<(), ConfigError> {
         let file = self.path("routes.yaml");
         std::fs::write(&file, yaml).unwrap();
         let config = Config::load(&file)?;
-        self.gh().reload(config)
+        self.gh().reload(config).await
     }
 
     pub fn admin_url(&self) -> String {
@@ -315,7 +315,7 @@ where
 /// `upstreams:` and `routes:` bodies (already indented by two spaces).
 pub fn config(upstreams: &str, routes: &str) -> String {
     format!(
-        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\" }}\n  admin: {{ bind: \"127.0.0.1:0\" }}\nlog: {{ access: false }}\nupstreams:\n{upstreams}\nroutes:\n{routes}\n"
+        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\" }}\n  admin: {{ bind: \"127.0.0.1:0\" }}\n  aws: off\nlog: {{ access: false }}\nupstreams:\n{upstreams}\nroutes:\n{routes}\n"
     )
 }
 

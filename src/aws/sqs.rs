@@ -1,0 +1,728 @@
+//! The SQS API: every action, from its (JSON-shaped) input to its output,
+//! rendered as AWS JSON or as Query XML.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use super::query::Xml;
+use crate::queue::message::{AttributeValue, Attributes};
+use crate::queue::storage::Storage;
+use crate::queue::{
+    decode_binary, Queue, QueueEngine, QueueError, ReceiveRequest, ReceivedMessage, SendRequest,
+};
+
+/// One API call.
+pub struct Call<'a> {
+    pub action: &'a str,
+    pub input: &'a Value,
+    /// The `Host` the client used, for queue URLs.
+    pub host: &'a str,
+    /// Who is calling (`SenderId` of sent messages).
+    pub sender: Option<String>,
+}
+
+/// Batches carry at most this many entries.
+const MAX_BATCH: usize = 10;
+
+fn field<'v>(v: &'v Value, key: &str) -> Option<&'v Value> {
+    v.get(key).filter(|x| !x.is_null())
+}
+
+fn string(v: &Value, key: &str) -> Result<Option<String>, QueueError> {
+    match field(v, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(QueueError::invalid_parameter(format!("The parameter {key} must be a string."))),
+    }
+}
+
+fn required(v: &Value, key: &str) -> Result<String, QueueError> {
+    string(v, key)?
+        .ok_or_else(|| QueueError::MissingParameter(format!("The request must contain the parameter {key}.")))
+}
+
+fn number(v: &Value, key: &str) -> Result<Option<u32>, QueueError> {
+    let bad = || {
+        QueueError::invalid_parameter(format!(
+            "Value for parameter {key} is invalid: expected a whole number."
+        ))
+    };
+    match field(v, key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(bad),
+        Some(Value::String(s)) => s.trim().parse::<u32>().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+fn string_map(v: &Value, keys: &[&str]) -> Result<BTreeMap<String, String>, QueueError> {
+    let Some(obj) = keys.iter().find_map(|k| field(v, k)) else { return Ok(BTreeMap::new()) };
+    let obj = obj
+        .as_object()
+        .ok_or_else(|| QueueError::invalid_parameter(format!("{} must be a map.", keys[0])))?;
+    obj.iter()
+        .map(|(k, x)| match x {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            Value::Number(n) => Ok((k.clone(), n.to_string())),
+            Value::Bool(b) => Ok((k.clone(), b.to_string())),
+            _ => Err(QueueError::invalid_parameter(format!("The value of {k} must be a string."))),
+        })
+        .collect()
+}
+
+fn string_list(v: &Value, key: &str) -> Result<Vec<String>, QueueError> {
+    match field(v, key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| QueueError::invalid_parameter(format!("{key} must list strings.")))
+            })
+            .collect(),
+        Some(_) => Err(QueueError::invalid_parameter(format!("{key} must be a list."))),
+    }
+}
+
+fn message_attributes(v: &Value, key: &str) -> Result<Attributes, QueueError> {
+    let Some(obj) = field(v, key) else { return Ok(Attributes::new()) };
+    let obj =
+        obj.as_object().ok_or_else(|| QueueError::invalid_parameter(format!("{key} must be a map.")))?;
+    let mut out = Attributes::new();
+    for (name, value) in obj {
+        let data_type = string(value, "DataType")?.ok_or_else(|| {
+            QueueError::invalid_parameter(format!(
+                "The message attribute '{name}' must contain a non-empty attribute type."
+            ))
+        })?;
+        let binary = match field(value, "BinaryValue") {
+            Some(Value::String(b)) => Some(decode_binary(b)?),
+            Some(_) => return Err(QueueError::invalid_parameter("BinaryValue must be base64 text.")),
+            None => None,
+        };
+        out.insert(
+            name.clone(),
+            AttributeValue { data_type, string_value: string(value, "StringValue")?, binary_value: binary },
+        );
+    }
+    Ok(out)
+}
+
+fn queue<S: Storage>(engine: &QueueEngine<S>, input: &Value) -> Result<Arc<Queue>, QueueError> {
+    engine.queue_from_url(&required(input, "QueueUrl")?)
+}
+
+fn queue_from_arn<S: Storage>(engine: &QueueEngine<S>, arn: &str) -> Result<Arc<Queue>, QueueError> {
+    let name = arn.strip_prefix(&engine.account().arn_prefix()).ok_or_else(|| {
+        QueueError::ResourceNotFound(format!("{arn} is not a queue ARN of this account and region."))
+    })?;
+    engine
+        .queue(name)
+        .map_err(|_| QueueError::ResourceNotFound(format!("The resource {arn} does not exist.")))
+}
+
+/// Checks a batch's shape: 1–10 entries with distinct, well-formed ids.
+fn batch_entries(input: &Value) -> Result<&Vec<Value>, QueueError> {
+    let entries = match field(input, "Entries") {
+        Some(Value::Array(e)) => e,
+        None => {
+            return Err(QueueError::EmptyBatchRequest(
+                "There should be at least one entry in the request.".into(),
+            ))
+        }
+        Some(_) => return Err(QueueError::invalid_parameter("Entries must be a list.")),
+    };
+    if entries.is_empty() {
+        return Err(QueueError::EmptyBatchRequest(
+            "There should be at least one entry in the request.".into(),
+        ));
+    }
+    if entries.len() > MAX_BATCH {
+        return Err(QueueError::TooManyEntriesInBatchRequest(format!(
+            "Maximum number of entries per request are {MAX_BATCH}. You have sent {}.",
+            entries.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for e in entries {
+        let id = required(e, "Id")?;
+        let valid = !id.is_empty()
+            && id.len() <= 80
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(QueueError::InvalidBatchEntryId(format!(
+                "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long: {id}"
+            )));
+        }
+        if !seen.insert(id.clone()) {
+            return Err(QueueError::BatchEntryIdsNotDistinct(format!("Id {id} repeated.")));
+        }
+    }
+    Ok(entries)
+}
+
+fn send_request(v: &Value, sender: &Option<String>) -> Result<SendRequest, QueueError> {
+    let system = message_attributes(v, "MessageSystemAttributes")?;
+    let mut trace_header = None;
+    for (name, value) in system {
+        if name != "AWSTraceHeader" {
+            return Err(QueueError::invalid_parameter(format!(
+                "Message system attribute name '{name}' is invalid; only AWSTraceHeader can be set."
+            )));
+        }
+        trace_header = value.string_value;
+    }
+    Ok(SendRequest {
+        body: required(v, "MessageBody")?,
+        delay_seconds: number(v, "DelaySeconds")?,
+        attributes: message_attributes(v, "MessageAttributes")?,
+        trace_header,
+        group_id: string(v, "MessageGroupId")?,
+        dedup_id: string(v, "MessageDeduplicationId")?,
+        sender: sender.clone(),
+    })
+}
+
+fn failed(id: &str, e: &QueueError) -> Value {
+    json!({ "Id": id, "SenderFault": e.fault() == "Sender", "Code": e.query_code(), "Message": e.to_string() })
+}
+
+fn send_output(r: &crate::queue::SendResult) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("MessageId".into(), json!(r.message_id));
+    m.insert("MD5OfMessageBody".into(), json!(r.md5_of_body));
+    if let Some(x) = &r.md5_of_attributes {
+        m.insert("MD5OfMessageAttributes".into(), json!(x));
+    }
+    if let Some(x) = &r.md5_of_system_attributes {
+        m.insert("MD5OfMessageSystemAttributes".into(), json!(x));
+    }
+    if let Some(x) = &r.sequence_number {
+        m.insert("SequenceNumber".into(), json!(x));
+    }
+    m
+}
+
+fn message_output(m: ReceivedMessage) -> Value {
+    let mut o = Map::new();
+    o.insert("MessageId".into(), json!(m.message_id));
+    o.insert("ReceiptHandle".into(), json!(m.receipt_handle));
+    o.insert("MD5OfBody".into(), json!(m.md5_of_body));
+    o.insert("Body".into(), json!(m.body));
+    if !m.system_attributes.is_empty() {
+        o.insert("Attributes".into(), json!(m.system_attributes));
+    }
+    if let Some(md5) = m.md5_of_attributes {
+        o.insert("MD5OfMessageAttributes".into(), json!(md5));
+        let attrs: Map<String, Value> = m
+            .attributes
+            .into_iter()
+            .map(|(name, v)| {
+                let mut a = Map::new();
+                a.insert("DataType".into(), json!(v.data_type));
+                if let Some(s) = v.string_value {
+                    a.insert("StringValue".into(), json!(s));
+                }
+                if let Some(b) = v.binary_value {
+                    a.insert(
+                        "BinaryValue".into(),
+                        json!(base64::engine::general_purpose::STANDARD.encode(b)),
+                    );
+                }
+                (name, Value::Object(a))
+            })
+            .collect();
+        o.insert("MessageAttributes".into(), Value::Object(attrs));
+    }
+    Value::Object(o)
+}
+
+/// Encodes a list position for pagination.
+fn page_token(after: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
+}
+
+fn paginate(names: Vec<String>, input: &Value) -> Result<(Vec<String>, Option<String>), QueueError> {
+    let max = number(input, "MaxResults")?;
+    if let Some(m) = max {
+        if !(1..=1000).contains(&m) {
+            return Err(QueueError::invalid_parameter(
+                "Value for parameter MaxResults is invalid. Reason: Must be between 1 and 1000.",
+            ));
+        }
+    }
+    let after = match string(input, "NextToken")? {
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t.as_bytes())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| QueueError::invalid_parameter("Invalid NextToken."))?,
+        ),
+        None => None,
+    };
+    let rest: Vec<String> = names.into_iter().filter(|n| after.as_ref().is_none_or(|a| n > a)).collect();
+    match max {
+        Some(m) if rest.len() > m as usize => {
+            let page: Vec<String> = rest.into_iter().take(m as usize).collect();
+            let token = page.last().map(|l| page_token(l));
+            Ok((page, token))
+        }
+        _ => Ok((rest, None)),
+    }
+}
+
+/// Runs one action; the output is the AWS JSON response body.
+pub async fn execute<S: Storage>(engine: &Arc<QueueEngine<S>>, call: Call<'_>) -> Result<Value, QueueError> {
+    let input = call.input;
+    let url = |name: &str| engine.url(call.host, name);
+    match call.action {
+        "CreateQueue" => {
+            let name = required(input, "QueueName")?;
+            let attrs = string_map(input, &["Attributes"])?;
+            let tags = string_map(input, &["tags", "Tags"])?;
+            let q = engine.create_queue(&name, &attrs, tags).await?;
+            Ok(json!({ "QueueUrl": url(&q.name) }))
+        }
+        "GetQueueUrl" => {
+            let name = required(input, "QueueName")?;
+            if let Some(owner) = string(input, "QueueOwnerAWSAccountId")? {
+                if owner != engine.account().id {
+                    return Err(QueueError::no_queue());
+                }
+            }
+            let q = engine.queue(&name)?;
+            Ok(json!({ "QueueUrl": url(&q.name) }))
+        }
+        "ListQueues" => {
+            let prefix = string(input, "QueueNamePrefix")?;
+            let (names, next) = paginate(engine.list(prefix.as_deref()), input)?;
+            let mut out = Map::new();
+            if !names.is_empty() {
+                out.insert("QueueUrls".into(), json!(names.iter().map(|n| url(n)).collect::<Vec<_>>()));
+            }
+            if let Some(t) = next {
+                out.insert("NextToken".into(), json!(t));
+            }
+            Ok(Value::Object(out))
+        }
+        "DeleteQueue" => {
+            let q = queue(engine, input)?;
+            engine.delete_queue(&q).await?;
+            Ok(json!({}))
+        }
+        "PurgeQueue" => {
+            let q = queue(engine, input)?;
+            engine.purge(&q).await?;
+            Ok(json!({}))
+        }
+        "GetQueueAttributes" => {
+            let q = queue(engine, input)?;
+            let names = string_list(input, "AttributeNames")?;
+            let attrs = engine.get_attributes(&q, &names).await?;
+            Ok(if attrs.is_empty() { json!({}) } else { json!({ "Attributes": attrs }) })
+        }
+        "SetQueueAttributes" => {
+            let q = queue(engine, input)?;
+            let attrs = string_map(input, &["Attributes"])?;
+            engine.set_attributes(&q, &attrs).await?;
+            Ok(json!({}))
+        }
+        "SendMessage" => {
+            let q = queue(engine, input)?;
+            let req = send_request(input, &call.sender)?;
+            let mut results = engine.send(&q, vec![req]).await?;
+            let r = results.pop().ok_or_else(|| QueueError::Internal("no result".into()))??;
+            Ok(Value::Object(send_output(&r)))
+        }
+        "SendMessageBatch" => {
+            let q = queue(engine, input)?;
+            let entries = batch_entries(input)?;
+            let limit = q.attributes().max_message_size as usize;
+            let total: usize = entries
+                .iter()
+                .map(|e| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len))
+                .sum();
+            if total > limit {
+                return Err(QueueError::BatchRequestTooLong(format!(
+                    "Batch requests cannot be longer than {limit} bytes. You have sent {total} bytes."
+                )));
+            }
+            let mut ids = Vec::new();
+            let mut requests = Vec::new();
+            let mut failures = Vec::new();
+            for e in entries {
+                let id = required(e, "Id")?;
+                match send_request(e, &call.sender) {
+                    Ok(r) => {
+                        ids.push(id);
+                        requests.push(r);
+                    }
+                    Err(err) => failures.push(failed(&id, &err)),
+                }
+            }
+            let results = if requests.is_empty() { Vec::new() } else { engine.send(&q, requests).await? };
+            let mut successful = Vec::new();
+            for (id, r) in ids.into_iter().zip(results) {
+                match r {
+                    Ok(r) => {
+                        let mut m = send_output(&r);
+                        m.insert("Id".into(), json!(id));
+                        successful.push(Value::Object(m));
+                    }
+                    Err(e) => failures.push(failed(&id, &e)),
+                }
+            }
+            Ok(json!({ "Successful": successful, "Failed": failures }))
+        }
+        "ReceiveMessage" => {
+            let q = queue(engine, input)?;
+            let mut system = string_list(input, "AttributeNames")?;
+            system.extend(string_list(input, "MessageSystemAttributeNames")?);
+            let req = ReceiveRequest {
+                max: number(input, "MaxNumberOfMessages")?,
+                visibility_timeout: number(input, "VisibilityTimeout")?,
+                wait_seconds: number(input, "WaitTimeSeconds")?,
+                system_attribute_names: system,
+                attribute_names: string_list(input, "MessageAttributeNames")?,
+            };
+            let messages = engine.receive(&q, &req).await?;
+            Ok(if messages.is_empty() {
+                json!({})
+            } else {
+                json!({ "Messages": messages.into_iter().map(message_output).collect::<Vec<_>>() })
+            })
+        }
+        "DeleteMessage" => {
+            let q = queue(engine, input)?;
+            let handle = required(input, "ReceiptHandle")?;
+            engine.delete(&q, &[handle]).await?.pop().unwrap_or(Ok(()))?;
+            Ok(json!({}))
+        }
+        "DeleteMessageBatch" => {
+            let q = queue(engine, input)?;
+            let entries = batch_entries(input)?;
+            let mut ids = Vec::new();
+            let mut handles = Vec::new();
+            let mut failures = Vec::new();
+            for e in entries {
+                let id = required(e, "Id")?;
+                match required(e, "ReceiptHandle") {
+                    Ok(h) => {
+                        ids.push(id);
+                        handles.push(h);
+                    }
+                    Err(err) => failures.push(failed(&id, &err)),
+                }
+            }
+            let results = engine.delete(&q, &handles).await?;
+            let mut successful = Vec::new();
+            for (id, r) in ids.into_iter().zip(results) {
+                match r {
+                    Ok(()) => successful.push(json!({ "Id": id })),
+                    Err(e) => failures.push(failed(&id, &e)),
+                }
+            }
+            Ok(json!({ "Successful": successful, "Failed": failures }))
+        }
+        "ChangeMessageVisibility" => {
+            let q = queue(engine, input)?;
+            let handle = required(input, "ReceiptHandle")?;
+            let timeout = number(input, "VisibilityTimeout")?.ok_or_else(|| {
+                QueueError::MissingParameter(
+                    "The request must contain the parameter VisibilityTimeout.".into(),
+                )
+            })?;
+            engine.change_visibility(&q, &[(handle, timeout)]).await?.pop().unwrap_or(Ok(()))?;
+            Ok(json!({}))
+        }
+        "ChangeMessageVisibilityBatch" => {
+            let q = queue(engine, input)?;
+            let entries = batch_entries(input)?;
+            let mut ids = Vec::new();
+            let mut changes = Vec::new();
+            let mut failures = Vec::new();
+            for e in entries {
+                let id = required(e, "Id")?;
+                let parsed = required(e, "ReceiptHandle").and_then(|h| {
+                    let t = number(e, "VisibilityTimeout")?.ok_or_else(|| {
+                        QueueError::MissingParameter(
+                            "The request must contain the parameter VisibilityTimeout.".into(),
+                        )
+                    })?;
+                    Ok((h, t))
+                });
+                match parsed {
+                    Ok(c) => {
+                        ids.push(id);
+                        changes.push(c);
+                    }
+                    Err(err) => failures.push(failed(&id, &err)),
+                }
+            }
+            let results = engine.change_visibility(&q, &changes).await?;
+            let mut successful = Vec::new();
+            for (id, r) in ids.into_iter().zip(results) {
+                match r {
+                    Ok(()) => successful.push(json!({ "Id": id })),
+                    Err(e) => failures.push(failed(&id, &e)),
+                }
+            }
+            Ok(json!({ "Successful": successful, "Failed": failures }))
+        }
+        "TagQueue" => {
+            let q = queue(engine, input)?;
+            engine.tag(&q, string_map(input, &["Tags", "tags"])?).await?;
+            Ok(json!({}))
+        }
+        "UntagQueue" => {
+            let q = queue(engine, input)?;
+            engine.untag(&q, &string_list(input, "TagKeys")?).await?;
+            Ok(json!({}))
+        }
+        "ListQueueTags" => {
+            let q = queue(engine, input)?;
+            let tags = q.record().tags;
+            Ok(if tags.is_empty() { json!({}) } else { json!({ "Tags": tags }) })
+        }
+        "ListDeadLetterSourceQueues" => {
+            let q = queue(engine, input)?;
+            let (names, next) = paginate(engine.dead_letter_sources(&q), input)?;
+            let mut out = Map::new();
+            out.insert("queueUrls".into(), json!(names.iter().map(|n| url(n)).collect::<Vec<_>>()));
+            if let Some(t) = next {
+                out.insert("NextToken".into(), json!(t));
+            }
+            Ok(Value::Object(out))
+        }
+        "StartMessageMoveTask" => {
+            let source = queue_from_arn(engine, &required(input, "SourceArn")?)?;
+            let destination = match string(input, "DestinationArn")? {
+                Some(arn) => Some(queue_from_arn(engine, &arn)?),
+                None => None,
+            };
+            let handle = engine
+                .start_move_task(&source, destination, number(input, "MaxNumberOfMessagesPerSecond")?)
+                .await?;
+            Ok(json!({ "TaskHandle": handle }))
+        }
+        "ListMessageMoveTasks" => {
+            let source = queue_from_arn(engine, &required(input, "SourceArn")?)?;
+            let max = number(input, "MaxResults")?.unwrap_or(1);
+            if !(1..=10).contains(&max) {
+                return Err(QueueError::invalid_parameter(
+                    "Value for parameter MaxResults is invalid. Reason: Must be between 1 and 10.",
+                ));
+            }
+            let results: Vec<Value> = engine
+                .list_move_tasks(&source, max as usize)
+                .into_iter()
+                .map(|t| {
+                    let mut o = Map::new();
+                    if let Some(h) = t.handle {
+                        o.insert("TaskHandle".into(), json!(h));
+                    }
+                    o.insert("Status".into(), json!(t.status));
+                    o.insert("SourceArn".into(), json!(t.source_arn));
+                    if let Some(d) = t.destination_arn {
+                        o.insert("DestinationArn".into(), json!(d));
+                    }
+                    if let Some(p) = t.max_per_second {
+                        o.insert("MaxNumberOfMessagesPerSecond".into(), json!(p));
+                    }
+                    o.insert("ApproximateNumberOfMessagesMoved".into(), json!(t.moved));
+                    o.insert("ApproximateNumberOfMessagesToMove".into(), json!(t.to_move));
+                    if let Some(f) = t.failure_reason {
+                        o.insert("FailureReason".into(), json!(f));
+                    }
+                    o.insert("StartedTimestamp".into(), json!(t.started_ms));
+                    Value::Object(o)
+                })
+                .collect();
+            Ok(json!({ "Results": results }))
+        }
+        "CancelMessageMoveTask" => {
+            let moved = engine.cancel_move_task(&required(input, "TaskHandle")?)?;
+            Ok(json!({ "ApproximateNumberOfMessagesMoved": moved }))
+        }
+        "AddPermission" | "RemovePermission" => Err(QueueError::UnsupportedOperation(format!(
+            "{} is not supported: gatehouse authorises callers with SigV4 credentials from routes.yaml.",
+            call.action
+        ))),
+        other => {
+            Err(QueueError::InvalidAction(format!("The action {other} is not valid for this endpoint.")))
+        }
+    }
+}
+
+/// Renders an action's output as its Query (XML) answer.
+pub fn to_xml(action: &str, output: &Value, request_id: &str) -> String {
+    let mut x = Xml::default();
+    x.raw(&format!("<{action}Response xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\">"));
+    let s = |v: &Value, k: &str| -> Option<String> {
+        match v.get(k)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    };
+    let result = format!("{action}Result");
+    let mut open_result = true;
+    match action {
+        "CreateQueue" | "GetQueueUrl" => {
+            x.open(&result);
+            if let Some(u) = s(output, "QueueUrl") {
+                x.text("QueueUrl", &u);
+            }
+        }
+        "ListQueues" | "ListDeadLetterSourceQueues" => {
+            x.open(&result);
+            let key = if action == "ListQueues" { "QueueUrls" } else { "queueUrls" };
+            for u in output.get(key).and_then(Value::as_array).into_iter().flatten() {
+                x.text("QueueUrl", u.as_str().unwrap_or(""));
+            }
+            if let Some(t) = s(output, "NextToken") {
+                x.text("NextToken", &t);
+            }
+        }
+        "GetQueueAttributes" => {
+            x.open(&result);
+            for (k, v) in output.get("Attributes").and_then(Value::as_object).into_iter().flatten() {
+                x.open("Attribute")
+                    .text("Name", k)
+                    .text("Value", v.as_str().unwrap_or(""))
+                    .close("Attribute");
+            }
+        }
+        "ListQueueTags" => {
+            x.open(&result);
+            for (k, v) in output.get("Tags").and_then(Value::as_object).into_iter().flatten() {
+                x.open("Tag").text("Key", k).text("Value", v.as_str().unwrap_or("")).close("Tag");
+            }
+        }
+        "SendMessage" => {
+            x.open(&result);
+            for k in [
+                "MD5OfMessageBody",
+                "MD5OfMessageAttributes",
+                "MD5OfMessageSystemAttributes",
+                "MessageId",
+                "SequenceNumber",
+            ] {
+                if let Some(v) = s(output, k) {
+                    x.text(k, &v);
+                }
+            }
+        }
+        "SendMessageBatch" | "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => {
+            x.open(&result);
+            let entry = format!("{action}ResultEntry");
+            for ok in output.get("Successful").and_then(Value::as_array).into_iter().flatten() {
+                x.open(&entry);
+                for k in [
+                    "Id",
+                    "MessageId",
+                    "MD5OfMessageBody",
+                    "MD5OfMessageAttributes",
+                    "MD5OfMessageSystemAttributes",
+                    "SequenceNumber",
+                ] {
+                    if let Some(v) = s(ok, k) {
+                        x.text(k, &v);
+                    }
+                }
+                x.close(&entry);
+            }
+            for f in output.get("Failed").and_then(Value::as_array).into_iter().flatten() {
+                x.open("BatchResultErrorEntry");
+                for k in ["Id", "SenderFault", "Code", "Message"] {
+                    if let Some(v) = s(f, k) {
+                        x.text(k, &v);
+                    }
+                }
+                x.close("BatchResultErrorEntry");
+            }
+        }
+        "ReceiveMessage" => {
+            x.open(&result);
+            for m in output.get("Messages").and_then(Value::as_array).into_iter().flatten() {
+                x.open("Message");
+                for k in ["MessageId", "ReceiptHandle", "MD5OfBody", "Body"] {
+                    if let Some(v) = s(m, k) {
+                        x.text(k, &v);
+                    }
+                }
+                for (k, v) in m.get("Attributes").and_then(Value::as_object).into_iter().flatten() {
+                    x.open("Attribute")
+                        .text("Name", k)
+                        .text("Value", v.as_str().unwrap_or(""))
+                        .close("Attribute");
+                }
+                if let Some(v) = s(m, "MD5OfMessageAttributes") {
+                    x.text("MD5OfMessageAttributes", &v);
+                }
+                for (k, v) in m.get("MessageAttributes").and_then(Value::as_object).into_iter().flatten() {
+                    x.open("MessageAttribute").text("Name", k).open("Value");
+                    for f in ["StringValue", "BinaryValue", "DataType"] {
+                        if let Some(fv) = s(v, f) {
+                            x.text(f, &fv);
+                        }
+                    }
+                    x.close("Value").close("MessageAttribute");
+                }
+                x.close("Message");
+            }
+        }
+        "StartMessageMoveTask" => {
+            x.open(&result);
+            if let Some(h) = s(output, "TaskHandle") {
+                x.text("TaskHandle", &h);
+            }
+        }
+        "CancelMessageMoveTask" => {
+            x.open(&result);
+            if let Some(n) = s(output, "ApproximateNumberOfMessagesMoved") {
+                x.text("ApproximateNumberOfMessagesMoved", &n);
+            }
+        }
+        "ListMessageMoveTasks" => {
+            x.open(&result);
+            for t in output.get("Results").and_then(Value::as_array).into_iter().flatten() {
+                x.open("ListMessageMoveTasksResultEntry");
+                for (k, v) in t.as_object().into_iter().flatten() {
+                    let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    x.text(k, &v);
+                }
+                x.close("ListMessageMoveTasksResultEntry");
+            }
+        }
+        _ => open_result = false,
+    }
+    if open_result {
+        x.close(&result);
+    }
+    x.open("ResponseMetadata").text("RequestId", request_id).close("ResponseMetadata");
+    x.raw(&format!("</{action}Response>"));
+    x.finish()
+}
+
+/// The Query error document.
+pub fn error_xml(code: &str, fault: &str, message: &str, request_id: &str) -> String {
+    let mut x = Xml::default();
+    x.raw("<ErrorResponse xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\">");
+    x.open("Error")
+        .text("Type", fault)
+        .text("Code", code)
+        .text("Message", message)
+        .raw("<Detail/>")
+        .close("Error");
+    x.text("RequestId", request_id);
+    x.raw("</ErrorResponse>");
+    x.finish()
+}

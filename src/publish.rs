@@ -1,0 +1,147 @@
+//! Publishing through the gateway: a route with `queue:` turns each request
+//! into a message.
+//!
+//! - the body becomes the message body (it must be text SQS accepts, and no
+//!   larger than the queue's maximum message size: 413 otherwise);
+//! - `message.group_id`, `message.dedup_id` and `message.attributes` take
+//!   their values from request headers; on a FIFO queue the
+//!   `Idempotency-Key` header is the deduplication id unless another source
+//!   is configured;
+//! - the request's `Content-Type` is kept as the `Content-Type` attribute;
+//! - the answer is `200` with `{"MessageId": …}` (and `"SequenceNumber"` on
+//!   FIFO queues).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::body::GatewayBody;
+use crate::config::{MessageMapping, ValueSource};
+use crate::error::HttpError;
+use crate::queue::message::AttributeValue;
+use crate::queue::storage::Storage;
+use crate::queue::{QueueEngine, QueueError, SendRequest};
+
+/// Publishes requests into one queue.
+pub struct Publisher<S: Storage> {
+    pub engine: Arc<QueueEngine<S>>,
+    pub queue: String,
+    pub mapping: MessageMapping,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the message is larger than queue `{queue}` accepts ({limit} bytes)")]
+    TooLarge { queue: String, limit: u64 },
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    #[error("the request body must be UTF-8 text to become a message")]
+    NotText,
+    #[error("{0}")]
+    Queue(QueueError),
+}
+
+impl HttpError for PublishError {
+    fn status(&self) -> StatusCode {
+        match self {
+            PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PublishError::Body(_) | PublishError::NotText => StatusCode::BAD_REQUEST,
+            PublishError::Queue(QueueError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            PublishError::Queue(QueueError::QueueDoesNotExist(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::Queue(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            PublishError::TooLarge { .. } => "payload_too_large",
+            PublishError::Body(_) => "bad_request_body",
+            PublishError::NotText => "invalid_message_contents",
+            PublishError::Queue(QueueError::QueueDoesNotExist(_)) => "queue_unavailable",
+            PublishError::Queue(QueueError::Internal(_)) => "internal_error",
+            PublishError::Queue(QueueError::MissingParameter(_)) => "missing_message_field",
+            PublishError::Queue(QueueError::InvalidMessageContents(_)) => "invalid_message_contents",
+            PublishError::Queue(_) => "invalid_message",
+        }
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn source(headers: &HeaderMap, src: &ValueSource) -> Option<String> {
+    match src {
+        ValueSource::Header(name) => header_text(headers, name),
+    }
+}
+
+impl<S: Storage> Publisher<S> {
+    /// Turns `req` into a message; `sender` becomes its `SenderId`.
+    pub async fn publish(
+        &self,
+        req: Request<Incoming>,
+        sender: Option<String>,
+    ) -> Result<Response<GatewayBody>, PublishError> {
+        let q = self.engine.queue(&self.queue).map_err(PublishError::Queue)?;
+        let attrs = q.attributes();
+        let limit = u64::from(attrs.max_message_size);
+        let too_large = || PublishError::TooLarge { queue: self.queue.clone(), limit };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, limit as usize).collect().await.map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                too_large()
+            } else {
+                PublishError::Body(e.to_string())
+            }
+        })?;
+        let body = String::from_utf8(body.to_bytes().to_vec()).map_err(|_| PublishError::NotText)?;
+        let headers = &parts.headers;
+        let mut request = SendRequest { body, sender, ..Default::default() };
+        for (name, src) in &self.mapping.attributes {
+            if let Some(v) = source(headers, src) {
+                request.attributes.insert(name.clone(), string_attribute(v));
+            }
+        }
+        if let Some(ct) = header_text(headers, header::CONTENT_TYPE.as_str()) {
+            request.attributes.insert("Content-Type".into(), string_attribute(ct));
+        }
+        request.group_id = self.mapping.group_id.as_ref().and_then(|s| source(headers, s));
+        request.dedup_id = match &self.mapping.dedup_id {
+            Some(s) => source(headers, s),
+            None if attrs.fifo => header_text(headers, "idempotency-key"),
+            None => None,
+        };
+        let result = self
+            .engine
+            .send(&q, vec![request])
+            .await
+            .map_err(PublishError::Queue)?
+            .pop()
+            .ok_or_else(|| PublishError::Queue(QueueError::Internal("no result".into())))?
+            .map_err(PublishError::Queue)?;
+        let mut body = serde_json::json!({ "MessageId": result.message_id });
+        if let Some(seq) = result.sequence_number {
+            body["SequenceNumber"] = serde_json::Value::String(seq);
+        }
+        let mut resp = Response::new(GatewayBody::full(Bytes::from(format!("{body}\n"))));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(resp)
+    }
+}
+
+fn string_attribute(v: String) -> AttributeValue {
+    AttributeValue { data_type: "String".into(), string_value: Some(v), binary_value: None }
+}

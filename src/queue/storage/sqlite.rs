@@ -1,0 +1,1372 @@
+//! The embedded backend: SQLite (bundled) in WAL mode, driven by one writer
+//! thread that commits many operations per transaction (group commit).
+//!
+//! # Layout
+//!
+//! - `queues`: one row per queue (attributes and tags as JSON).
+//! - `m<id>`: a queue's messages. The primary key `seq` is the message's
+//!   sequence number, which encodes its send time (milliseconds since 2024
+//!   shifted left 20 bits, plus a counter), so retention is a range delete on
+//!   the primary key and the oldest message is `MIN(seq)`. `vis` is when the
+//!   message (next) becomes visible, indexed with `seq`.
+//! - FIFO queues also have `g<id>` (each message group and its head, the
+//!   lowest `seq` of the group) and `d<id>` (deduplication ids and when they
+//!   expire).
+//!
+//! # State kept in memory
+//!
+//! Which messages are in flight (deadline, receipt nonce, receive count) is
+//! held by the writer thread, not written per receive: a healthy exchange
+//! (send, receive, delete) writes the row twice, insert and delete. When a
+//! visibility timeout expires the row is updated (receive count, receipt,
+//! and for standard queues a new `vis` just after the scan position). The
+//! in-flight set is bounded by [`MAX_IN_FLIGHT`] per queue, as in SQS. A
+//! standard queue is scanned forward from a cursor in `(vis, seq)` order, so
+//! receives never re-read messages already handed out. A crash forgets the
+//! in-flight set: those messages become visible again (at-least-once).
+//!
+//! # Durability
+//!
+//! Every reply is sent after the transaction holding its work commits; with
+//! `synchronous=FULL` (the default) the commit is on disk. Sends and deletes
+//! acknowledged to a client therefore survive `kill -9` and power loss.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{
+    Counts, Deleted, Delivered, Event, NewMessage, QueueId, QueueRecord, ReceiveOptions, Received, Sent,
+    Storage, StorageError, VisibilityRefused,
+};
+use crate::queue::attributes::QueueAttributes;
+
+/// 2024-01-01T00:00:00Z, the origin of sequence numbers.
+const EPOCH_MS: i64 = 1_704_067_200_000;
+const SEQ_SHIFT: u32 = 20;
+/// Messages in flight per queue at most (SQS's limit).
+pub const MAX_IN_FLIGHT: usize = 120_000;
+/// FIFO deduplication window.
+const DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+/// Jobs taken into one transaction at most.
+const MAX_BATCH: usize = 2048;
+/// Rows one retention sweep deletes per queue at most.
+const SWEEP_LIMIT: i64 = 10_000;
+
+/// The send time a sequence number encodes.
+pub fn sent_ms_of(seq: i64) -> i64 {
+    (seq >> SEQ_SHIFT) + EPOCH_MS
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How commits reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync at every commit: acknowledged messages survive power loss.
+    Full,
+    /// fsync at checkpoints only: acknowledged messages survive a process
+    /// crash, not a power loss. Faster on slow disks.
+    Normal,
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// The directory holding `queues.db`.
+    pub dir: PathBuf,
+    pub sync: SyncMode,
+    /// SQLite page cache, in MiB.
+    pub cache_mib: u32,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+
+enum Job {
+    Queues(Reply<Vec<QueueRecord>>),
+    Create {
+        name: String,
+        attributes: QueueAttributes,
+        tags: BTreeMap<String, String>,
+        now: i64,
+        reply: Reply<QueueRecord>,
+    },
+    Update {
+        queue: QueueId,
+        attributes: QueueAttributes,
+        tags: BTreeMap<String, String>,
+        now: i64,
+        reply: Reply<()>,
+    },
+    DeleteQueue {
+        queue: QueueId,
+        reply: Reply<()>,
+    },
+    Purge {
+        queue: QueueId,
+        reply: Reply<()>,
+    },
+    Send {
+        queue: QueueId,
+        messages: Vec<NewMessage>,
+        reply: Reply<Vec<Sent>>,
+    },
+    Receive {
+        queue: QueueId,
+        opts: ReceiveOptions,
+        reply: Reply<Received>,
+    },
+    Delete {
+        queue: QueueId,
+        handles: Vec<(i64, u64)>,
+        reply: Reply<Vec<Deleted>>,
+    },
+    Visibility {
+        queue: QueueId,
+        changes: Vec<(i64, u64, u64)>,
+        reply: Reply<Vec<Result<(), VisibilityRefused>>>,
+    },
+    Counts {
+        queue: QueueId,
+        reply: Reply<Counts>,
+    },
+    Move {
+        from: QueueId,
+        to: Option<QueueId>,
+        limit: usize,
+        reply: Reply<u64>,
+    },
+}
+
+/// The SQLite backend. Dropping it finishes the pending work and stops the
+/// writer thread.
+pub struct SqliteStorage {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Event>>>,
+    salt: u64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SqliteStorage {
+    /// Opens (or creates) the store in `opts.dir` and starts its writer.
+    pub fn open(opts: &SqliteOptions) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(|e| StorageError::Failed(format!("cannot create `{}`: {e}", opts.dir.display())))?;
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = Writer::open(&opts.dir.join("queues.db"), opts, events_tx)?;
+        let salt = writer.salt;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("gatehouse-storage".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::Failed(format!("cannot start the storage thread: {e}")))?;
+        Ok(Self {
+            jobs: Mutex::new(Some(tx)),
+            events: Mutex::new(Some(events_rx)),
+            salt,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StorageError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(jobs) = jobs.as_ref() else {
+                return Err(StorageError::Failed("the storage is closed".into()));
+            };
+            jobs.send(job(tx)).map_err(|_| StorageError::Failed("the storage thread stopped".into()))?;
+        }
+        rx.await.map_err(|_| StorageError::Failed("the storage thread stopped".into()))?
+    }
+
+    /// Stops the writer after the work already queued, and waits for it.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SqliteStorage {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Storage for SqliteStorage {
+    async fn queues(&self) -> Result<Vec<QueueRecord>, StorageError> {
+        self.call(Job::Queues).await
+    }
+
+    async fn create_queue(
+        &self,
+        name: &str,
+        attributes: QueueAttributes,
+        tags: BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<QueueRecord, StorageError> {
+        let name = name.to_owned();
+        self.call(|reply| Job::Create { name, attributes, tags, now, reply }).await
+    }
+
+    async fn update_queue(
+        &self,
+        queue: QueueId,
+        attributes: QueueAttributes,
+        tags: BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        self.call(|reply| Job::Update { queue, attributes, tags, now, reply }).await
+    }
+
+    async fn delete_queue(&self, queue: QueueId) -> Result<(), StorageError> {
+        self.call(|reply| Job::DeleteQueue { queue, reply }).await
+    }
+
+    async fn purge(&self, queue: QueueId) -> Result<(), StorageError> {
+        self.call(|reply| Job::Purge { queue, reply }).await
+    }
+
+    async fn send(&self, queue: QueueId, messages: Vec<NewMessage>) -> Result<Vec<Sent>, StorageError> {
+        self.call(|reply| Job::Send { queue, messages, reply }).await
+    }
+
+    async fn receive(&self, queue: QueueId, opts: ReceiveOptions) -> Result<Received, StorageError> {
+        self.call(|reply| Job::Receive { queue, opts, reply }).await
+    }
+
+    async fn delete(&self, queue: QueueId, handles: Vec<(i64, u64)>) -> Result<Vec<Deleted>, StorageError> {
+        self.call(|reply| Job::Delete { queue, handles, reply }).await
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: QueueId,
+        changes: Vec<(i64, u64, u64)>,
+    ) -> Result<Vec<Result<(), VisibilityRefused>>, StorageError> {
+        self.call(|reply| Job::Visibility { queue, changes, reply }).await
+    }
+
+    async fn counts(&self, queue: QueueId) -> Result<Counts, StorageError> {
+        self.call(|reply| Job::Counts { queue, reply }).await
+    }
+
+    async fn move_messages(
+        &self,
+        from: QueueId,
+        to: Option<QueueId>,
+        limit: usize,
+    ) -> Result<u64, StorageError> {
+        self.call(|reply| Job::Move { from, to, limit, reply }).await
+    }
+
+    fn events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Event>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn salt(&self) -> u64 {
+        self.salt
+    }
+
+    fn close(&self) {
+        SqliteStorage::close(self);
+    }
+}
+
+#[derive(Debug)]
+struct InFlight {
+    deadline: i64,
+    nonce: u64,
+    receive_count: u32,
+    first_receive: i64,
+    group: Option<String>,
+}
+
+struct QState {
+    record: QueueRecord,
+    fifo: bool,
+    /// Messages stored (all states).
+    total: u64,
+    /// Standard queues: the last `(vis, seq)` handed out by a scan.
+    cursor: (i64, i64),
+    in_flight: HashMap<i64, InFlight>,
+    /// FIFO: groups with messages in flight, and how many.
+    locked: HashMap<String, u32>,
+}
+
+/// A finished job's reply, sent once its transaction has committed.
+type Completion = Box<dyn FnOnce(Option<&StorageError>) + Send>;
+
+fn complete<T: Send + 'static>(reply: Reply<T>, result: Result<T, StorageError>) -> Completion {
+    Box::new(move |failed| {
+        let _ = reply.send(match failed {
+            Some(e) => Err(e.clone()),
+            None => result,
+        });
+    })
+}
+
+fn sql_err(e: rusqlite::Error) -> StorageError {
+    StorageError::Failed(e.to_string())
+}
+
+struct Writer {
+    conn: Connection,
+    salt: u64,
+    queues: HashMap<QueueId, QState>,
+    last_seq: i64,
+    last_now: i64,
+    /// (deadline, queue, seq, nonce) of in-flight messages.
+    expiries: BinaryHeap<Reverse<(i64, QueueId, i64, u64)>>,
+    /// When delayed messages of a queue become visible.
+    wakeups: BinaryHeap<Reverse<(i64, QueueId)>>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    pending: Vec<Event>,
+    next_sweep: i64,
+}
+
+impl Writer {
+    fn open(
+        file: &Path,
+        opts: &SqliteOptions,
+        events: tokio::sync::mpsc::UnboundedSender<Event>,
+    ) -> Result<Self, StorageError> {
+        let conn = Connection::open(file)
+            .map_err(|e| StorageError::Failed(format!("cannot open `{}`: {e}", file.display())))?;
+        let sync = match opts.sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        };
+        // page_size only takes effect on a new database (before WAL).
+        conn.execute_batch(&format!(
+            "PRAGMA page_size = 16384;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = {sync};
+             PRAGMA cache_size = -{};
+             PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 4096;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS queues (
+                 id INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 attributes TEXT NOT NULL,
+                 tags TEXT NOT NULL,
+                 created INTEGER NOT NULL,
+                 modified INTEGER NOT NULL
+             );",
+            u64::from(opts.cache_mib.max(1)) * 1024
+        ))
+        .map_err(sql_err)?;
+        conn.set_prepared_statement_cache_capacity(512);
+        let salt: i64 = match conn
+            .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?
+        {
+            Some(s) => s,
+            None => {
+                let s = fastrand::i64(..);
+                conn.execute("INSERT INTO meta (key, value) VALUES ('salt', ?1)", [s]).map_err(sql_err)?;
+                s
+            }
+        };
+        let mut w = Writer {
+            conn,
+            salt: salt as u64,
+            queues: HashMap::new(),
+            last_seq: 0,
+            last_now: 0,
+            expiries: BinaryHeap::new(),
+            wakeups: BinaryHeap::new(),
+            events,
+            pending: Vec::new(),
+            next_sweep: 0,
+        };
+        w.load()?;
+        Ok(w)
+    }
+
+    /// Loads every queue's record and counts; in-flight state starts empty.
+    fn load(&mut self) -> Result<(), StorageError> {
+        self.queues.clear();
+        let records = self.read_queues()?;
+        let now = self.now();
+        for record in records {
+            let id = record.id;
+            let total: i64 = self
+                .conn
+                .query_row(&format!("SELECT COUNT(*) FROM m{id}"), [], |r| r.get(0))
+                .map_err(sql_err)?;
+            let max: Option<i64> = self
+                .conn
+                .query_row(&format!("SELECT MAX(seq) FROM m{id}"), [], |r| r.get(0))
+                .map_err(sql_err)?;
+            self.last_seq = self.last_seq.max(max.unwrap_or(0));
+            // Delayed messages need a wake-up when they become visible.
+            let next_delayed: Option<i64> = self
+                .conn
+                .query_row(&format!("SELECT MIN(vis) FROM m{id} WHERE vis > ?1"), [now], |r| r.get(0))
+                .map_err(sql_err)?;
+            if let Some(at) = next_delayed {
+                self.wakeups.push(Reverse((at, id)));
+            }
+            let fifo = record.attributes.fifo;
+            self.queues.insert(
+                id,
+                QState {
+                    record,
+                    fifo,
+                    total: total as u64,
+                    cursor: (i64::MIN, i64::MIN),
+                    in_flight: HashMap::new(),
+                    locked: HashMap::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn read_queues(&self) -> Result<Vec<QueueRecord>, StorageError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, name, attributes, tags, created, modified FROM queues ORDER BY name")
+            .map_err(sql_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(sql_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, attributes, tags, created, modified) = row.map_err(sql_err)?;
+            let attributes: QueueAttributes = serde_json::from_str(&attributes)
+                .map_err(|e| StorageError::Failed(format!("queue `{name}`: bad stored attributes: {e}")))?;
+            let tags = serde_json::from_str(&tags).unwrap_or_default();
+            out.push(QueueRecord { id, name, attributes, tags, created_ms: created, modified_ms: modified });
+        }
+        Ok(out)
+    }
+
+    /// Milliseconds since the Unix epoch, never going backwards.
+    fn now(&mut self) -> i64 {
+        self.last_now = self.last_now.max(wall_ms());
+        self.last_now
+    }
+
+    fn next_seq(&mut self, now: i64) -> i64 {
+        let base = (now - EPOCH_MS).max(0) << SEQ_SHIFT;
+        self.last_seq = (self.last_seq + 1).max(base);
+        self.last_seq
+    }
+
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        loop {
+            let now = self.now();
+            let wait = self.next_timer().map_or(Duration::from_secs(1), |at| {
+                Duration::from_millis(u64::try_from(at - now).unwrap_or(0).min(1000))
+            });
+            let first = match jobs.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch: Vec<Job> = first.into_iter().collect();
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.step(batch);
+        }
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+
+    fn next_timer(&self) -> Option<i64> {
+        let e = self.expiries.peek().map(|Reverse((t, ..))| *t);
+        let w = self.wakeups.peek().map(|Reverse((t, _))| *t);
+        [e, w, Some(self.next_sweep)].into_iter().flatten().min()
+    }
+
+    /// One transaction: due timers, then the jobs; replies after commit.
+    fn step(&mut self, batch: Vec<Job>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = sql_err(e);
+            for job in batch {
+                fail(job, &err);
+            }
+            return;
+        }
+        let now = self.now();
+        let mut timer_result = self.expire(now);
+        self.wake(now);
+        if timer_result.is_ok() && now >= self.next_sweep {
+            timer_result = self.sweep(now);
+            self.next_sweep = now + 1000;
+        }
+        let done: Vec<Completion> = batch.into_iter().map(|job| self.apply(job, now)).collect();
+        let committed = timer_result.and_then(|()| self.conn.execute_batch("COMMIT").map_err(sql_err));
+        match committed {
+            Ok(()) => {
+                for d in done {
+                    d(None);
+                }
+                for ev in self.pending.drain(..) {
+                    let _ = self.events.send(ev);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue storage commit failed; reloading state");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                for d in done {
+                    d(Some(&e));
+                }
+                self.pending.clear();
+                self.expiries.clear();
+                if let Err(e) = self.load() {
+                    tracing::error!(error = %e, "reloading queue state failed");
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, job: Job, now: i64) -> Completion {
+        match job {
+            Job::Queues(reply) => {
+                let r = Ok(self.queues.values().map(|q| q.record.clone()).collect());
+                complete(reply, r)
+            }
+            Job::Create { name, attributes, tags, now: at, reply } => {
+                let r = self.create(name, attributes, tags, at);
+                complete(reply, r)
+            }
+            Job::Update { queue, attributes, tags, now: at, reply } => {
+                let r = self.update(queue, attributes, tags, at);
+                complete(reply, r)
+            }
+            Job::DeleteQueue { queue, reply } => {
+                let r = self.drop_queue(queue);
+                complete(reply, r)
+            }
+            Job::Purge { queue, reply } => {
+                let r = self.purge(queue);
+                complete(reply, r)
+            }
+            Job::Send { queue, messages, reply } => {
+                let r = self.send(queue, messages, now);
+                complete(reply, r)
+            }
+            Job::Receive { queue, opts, reply } => {
+                let r = self.receive(queue, opts, now);
+                complete(reply, r)
+            }
+            Job::Delete { queue, handles, reply } => {
+                let r = self.delete(queue, handles);
+                complete(reply, r)
+            }
+            Job::Visibility { queue, changes, reply } => {
+                let r = self.visibility(queue, changes, now);
+                complete(reply, r)
+            }
+            Job::Counts { queue, reply } => {
+                let r = self.counts(queue, now);
+                complete(reply, r)
+            }
+            Job::Move { from, to, limit, reply } => {
+                let r = self.move_some(from, to, limit, now);
+                complete(reply, r)
+            }
+        }
+    }
+
+    fn state(&mut self, queue: QueueId) -> Result<&mut QState, StorageError> {
+        self.queues.get_mut(&queue).ok_or(StorageError::NoQueue)
+    }
+
+    fn create(
+        &mut self,
+        name: String,
+        attributes: QueueAttributes,
+        tags: BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<QueueRecord, StorageError> {
+        if self.queues.values().any(|q| q.record.name == name) {
+            return Err(StorageError::QueueExists(name));
+        }
+        let attrs_json =
+            serde_json::to_string(&attributes).map_err(|e| StorageError::Failed(e.to_string()))?;
+        let tags_json = serde_json::to_string(&tags).map_err(|e| StorageError::Failed(e.to_string()))?;
+        self.conn
+            .execute(
+                "INSERT INTO queues (name, attributes, tags, created, modified) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![name, attrs_json, tags_json, now],
+            )
+            .map_err(sql_err)?;
+        let id = self.conn.last_insert_rowid();
+        let mut ddl = format!(
+            "CREATE TABLE m{id} (
+                 seq INTEGER PRIMARY KEY,
+                 vis INTEGER NOT NULL,
+                 body TEXT NOT NULL,
+                 body_md5 BLOB NOT NULL,
+                 attrs BLOB,
+                 attrs_md5 BLOB,
+                 rc INTEGER NOT NULL DEFAULT 0,
+                 frt INTEGER,
+                 receipt INTEGER,
+                 grp TEXT,
+                 dedup TEXT,
+                 sender TEXT,
+                 src INTEGER
+             );
+             CREATE INDEX m{id}_vis ON m{id} (vis, seq);"
+        );
+        if attributes.fifo {
+            ddl.push_str(&format!(
+                "CREATE INDEX m{id}_grp ON m{id} (grp, seq);
+                 CREATE TABLE g{id} (grp TEXT PRIMARY KEY, head INTEGER NOT NULL);
+                 CREATE INDEX g{id}_head ON g{id} (head);
+                 CREATE TABLE d{id} (dedup TEXT PRIMARY KEY, seq INTEGER NOT NULL, expires INTEGER NOT NULL);
+                 CREATE INDEX d{id}_exp ON d{id} (expires);"
+            ));
+        }
+        self.conn.execute_batch(&ddl).map_err(sql_err)?;
+        let record = QueueRecord { id, name, attributes, tags, created_ms: now, modified_ms: now };
+        self.queues.insert(
+            id,
+            QState {
+                record: record.clone(),
+                fifo: record.attributes.fifo,
+                total: 0,
+                cursor: (i64::MIN, i64::MIN),
+                in_flight: HashMap::new(),
+                locked: HashMap::new(),
+            },
+        );
+        Ok(record)
+    }
+
+    fn update(
+        &mut self,
+        queue: QueueId,
+        attributes: QueueAttributes,
+        tags: BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let attrs_json =
+            serde_json::to_string(&attributes).map_err(|e| StorageError::Failed(e.to_string()))?;
+        let tags_json = serde_json::to_string(&tags).map_err(|e| StorageError::Failed(e.to_string()))?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE queues SET attributes = ?1, tags = ?2, modified = ?3 WHERE id = ?4",
+                params![attrs_json, tags_json, now, queue],
+            )
+            .map_err(sql_err)?;
+        if n == 0 {
+            return Err(StorageError::NoQueue);
+        }
+        let q = self.state(queue)?;
+        q.record.attributes = attributes;
+        q.record.tags = tags;
+        q.record.modified_ms = now;
+        Ok(())
+    }
+
+    fn drop_queue(&mut self, queue: QueueId) -> Result<(), StorageError> {
+        let fifo = self.state(queue)?.fifo;
+        let mut ddl = format!("DROP TABLE m{queue};");
+        if fifo {
+            ddl.push_str(&format!("DROP TABLE g{queue}; DROP TABLE d{queue};"));
+        }
+        self.conn.execute_batch(&ddl).map_err(sql_err)?;
+        self.conn.execute("DELETE FROM queues WHERE id = ?1", [queue]).map_err(sql_err)?;
+        self.queues.remove(&queue);
+        Ok(())
+    }
+
+    fn purge(&mut self, queue: QueueId) -> Result<(), StorageError> {
+        let fifo = self.state(queue)?.fifo;
+        self.conn.execute(&format!("DELETE FROM m{queue}"), []).map_err(sql_err)?;
+        if fifo {
+            self.conn.execute(&format!("DELETE FROM g{queue}"), []).map_err(sql_err)?;
+        }
+        let q = self.state(queue)?;
+        q.total = 0;
+        q.in_flight.clear();
+        q.locked.clear();
+        q.cursor = (i64::MIN, i64::MIN);
+        Ok(())
+    }
+
+    fn send(
+        &mut self,
+        queue: QueueId,
+        messages: Vec<NewMessage>,
+        now: i64,
+    ) -> Result<Vec<Sent>, StorageError> {
+        let (fifo, scope_group) = {
+            let q = self.state(queue)?;
+            (q.fifo, q.record.attributes.deduplication_scope == "messageGroup")
+        };
+        let mut out = Vec::with_capacity(messages.len());
+        let mut visible_now = 0u32;
+        for m in messages {
+            let dedup_key = match (&m.dedup_id, fifo) {
+                (Some(d), true) if scope_group => {
+                    Some(format!("{}\u{0}{d}", m.group_id.as_deref().unwrap_or("")))
+                }
+                (Some(d), true) => Some(d.clone()),
+                _ => None,
+            };
+            if let Some(key) = &dedup_key {
+                let seen: Option<(i64, i64)> = self
+                    .conn
+                    .prepare_cached(&format!("SELECT seq, expires FROM d{queue} WHERE dedup = ?1"))
+                    .and_then(|mut st| st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .map_err(sql_err)?;
+                if let Some((seq, expires)) = seen {
+                    if expires > now {
+                        out.push(Sent::Duplicate { seq });
+                        continue;
+                    }
+                }
+            }
+            let seq = self.next_seq(now);
+            let vis = now + m.delay_ms as i64;
+            self.conn
+                .prepare_cached(&format!(
+                    "INSERT INTO m{queue} (seq, vis, body, body_md5, attrs, attrs_md5, grp, dedup, sender)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ))
+                .and_then(|mut st| {
+                    st.execute(params![
+                        seq,
+                        vis,
+                        m.body,
+                        &m.body_md5[..],
+                        m.attributes,
+                        m.attributes_md5.as_ref().map(|d| &d[..]),
+                        m.group_id,
+                        m.dedup_id,
+                        m.sender
+                    ])
+                })
+                .map_err(sql_err)?;
+            if fifo {
+                if let Some(key) = &dedup_key {
+                    self.conn
+                        .prepare_cached(&format!(
+                            "INSERT OR REPLACE INTO d{queue} (dedup, seq, expires) VALUES (?1, ?2, ?3)"
+                        ))
+                        .and_then(|mut st| st.execute(params![key, seq, now + DEDUP_WINDOW_MS]))
+                        .map_err(sql_err)?;
+                }
+                self.conn
+                    .prepare_cached(&format!("INSERT OR IGNORE INTO g{queue} (grp, head) VALUES (?1, ?2)"))
+                    .and_then(|mut st| st.execute(params![m.group_id.as_deref().unwrap_or(""), seq]))
+                    .map_err(sql_err)?;
+            }
+            self.state(queue)?.total += 1;
+            if m.delay_ms > 0 {
+                self.wakeups.push(Reverse((vis, queue)));
+            } else {
+                visible_now += 1;
+            }
+            out.push(Sent::New { seq });
+        }
+        if visible_now > 0 {
+            self.pending.push(Event::Visible { queue, count: visible_now });
+        }
+        Ok(out)
+    }
+
+    fn receive(&mut self, queue: QueueId, opts: ReceiveOptions, now: i64) -> Result<Received, StorageError> {
+        let (fifo, in_flight) = {
+            let q = self.state(queue)?;
+            (q.fifo, q.in_flight.len())
+        };
+        if in_flight >= MAX_IN_FLIGHT {
+            return Err(StorageError::TooManyInFlight(MAX_IN_FLIGHT));
+        }
+        let max = opts.max.min(MAX_IN_FLIGHT - in_flight);
+        if fifo {
+            self.receive_fifo(queue, opts, max, now)
+        } else {
+            self.receive_standard(queue, opts, max, now)
+        }
+    }
+
+    fn receive_standard(
+        &mut self,
+        queue: QueueId,
+        opts: ReceiveOptions,
+        max: usize,
+        now: i64,
+    ) -> Result<Received, StorageError> {
+        let mut out = Vec::with_capacity(max);
+        let mut dead_lettered = 0;
+        while out.len() < max {
+            let cursor = self.state(queue)?.cursor;
+            let want = (max - out.len()) as i64;
+            let rows = self.select_rows(
+                &format!(
+                    "SELECT seq, vis, body, body_md5, attrs, attrs_md5, rc, frt, grp, dedup, sender FROM m{queue}
+                     WHERE (vis, seq) > (?1, ?2) AND vis <= ?3 ORDER BY vis, seq LIMIT ?4"
+                ),
+                params![cursor.0, cursor.1, now, want],
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                self.state(queue)?.cursor = (row.vis, row.seq);
+                if self.state(queue)?.in_flight.contains_key(&row.seq) {
+                    continue;
+                }
+                if let Some(r) = opts.redrive {
+                    if row.rc >= r.max_receives {
+                        self.move_row(queue, r.dead_letter_queue, row.seq, Some(queue), now)?;
+                        dead_lettered += 1;
+                        continue;
+                    }
+                }
+                out.push(self.hand_out(queue, row, opts.visibility_ms, now)?);
+            }
+        }
+        Ok(Received { messages: out, dead_lettered })
+    }
+
+    fn receive_fifo(
+        &mut self,
+        queue: QueueId,
+        opts: ReceiveOptions,
+        max: usize,
+        now: i64,
+    ) -> Result<Received, StorageError> {
+        let mut out = Vec::with_capacity(max);
+        let mut dead_lettered = 0;
+        let mut after = i64::MIN;
+        let mut touched_groups: HashSet<String> = HashSet::new();
+        'groups: while out.len() < max {
+            let groups: Vec<(String, i64)> = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT grp, head FROM g{queue} WHERE head > ?1 ORDER BY head LIMIT 64"
+                ))
+                .and_then(|mut st| {
+                    st.query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(sql_err)?;
+            if groups.is_empty() {
+                break;
+            }
+            for (group, head) in groups {
+                after = head;
+                if self.state(queue)?.locked.contains_key(&group) {
+                    continue;
+                }
+                let want = (max - out.len()) as i64 + 16;
+                let rows = self.select_rows(
+                    &format!(
+                        "SELECT seq, vis, body, body_md5, attrs, attrs_md5, rc, frt, grp, dedup, sender FROM m{queue}
+                         WHERE grp = ?1 ORDER BY seq LIMIT ?2"
+                    ),
+                    params![group, want],
+                )?;
+                for row in rows {
+                    if row.vis > now || out.len() >= max {
+                        // Later messages of the group wait for this one.
+                        break;
+                    }
+                    if let Some(r) = opts.redrive {
+                        if row.rc >= r.max_receives {
+                            self.move_row(queue, r.dead_letter_queue, row.seq, Some(queue), now)?;
+                            touched_groups.insert(group.clone());
+                            dead_lettered += 1;
+                            continue;
+                        }
+                    }
+                    *self.state(queue)?.locked.entry(group.clone()).or_insert(0) += 1;
+                    out.push(self.hand_out(queue, row, opts.visibility_ms, now)?);
+                }
+                if out.len() >= max {
+                    break 'groups;
+                }
+            }
+        }
+        for group in touched_groups {
+            self.fix_group_head(queue, &group)?;
+        }
+        Ok(Received { messages: out, dead_lettered })
+    }
+
+    fn select_rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, StorageError> {
+        let mut st = self.conn.prepare_cached(sql).map_err(sql_err)?;
+        let rows = st
+            .query_map(params, |r| {
+                Ok(Row {
+                    seq: r.get(0)?,
+                    vis: r.get(1)?,
+                    body: r.get(2)?,
+                    body_md5: r.get(3)?,
+                    attrs: r.get(4)?,
+                    attrs_md5: r.get(5)?,
+                    rc: r.get(6)?,
+                    frt: r.get(7)?,
+                    group: r.get(8)?,
+                    dedup: r.get(9)?,
+                    sender: r.get(10)?,
+                })
+            })
+            .map_err(sql_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+    }
+
+    /// Marks a row in flight and turns it into a delivery.
+    fn hand_out(
+        &mut self,
+        queue: QueueId,
+        row: Row,
+        visibility_ms: u64,
+        now: i64,
+    ) -> Result<Delivered, StorageError> {
+        let nonce = fastrand::u64(..);
+        let deadline = now + visibility_ms as i64;
+        let receive_count = row.rc + 1;
+        let first_receive = row.frt.unwrap_or(now);
+        self.state(queue)?.in_flight.insert(
+            row.seq,
+            InFlight { deadline, nonce, receive_count, first_receive, group: row.group.clone() },
+        );
+        self.expiries.push(Reverse((deadline, queue, row.seq, nonce)));
+        Ok(Delivered {
+            seq: row.seq,
+            body: row.body,
+            body_md5: to16(&row.body_md5),
+            attributes: row.attrs,
+            attributes_md5: row.attrs_md5.as_deref().map(to16),
+            sent_ms: sent_ms_of(row.seq),
+            receive_count,
+            first_receive_ms: first_receive,
+            group_id: row.group,
+            dedup_id: row.dedup,
+            sender: row.sender,
+            nonce,
+        })
+    }
+
+    fn delete(&mut self, queue: QueueId, handles: Vec<(i64, u64)>) -> Result<Vec<Deleted>, StorageError> {
+        let fifo = self.state(queue)?.fifo;
+        let mut out = Vec::with_capacity(handles.len());
+        for (seq, nonce) in handles {
+            let q = self.state(queue)?;
+            let group = match q.in_flight.get(&seq) {
+                Some(f) if f.nonce == nonce => {
+                    let f = q.in_flight.remove(&seq).expect("present");
+                    if let Some(g) = &f.group {
+                        unlock(q, g);
+                    }
+                    let n = self
+                        .conn
+                        .prepare_cached(&format!("DELETE FROM m{queue} WHERE seq = ?1"))
+                        .and_then(|mut st| st.execute([seq]))
+                        .map_err(sql_err)?;
+                    if n == 0 {
+                        out.push(Deleted::Stale);
+                        continue;
+                    }
+                    f.group
+                }
+                Some(_) => {
+                    out.push(Deleted::Stale);
+                    continue;
+                }
+                None => {
+                    // Not in flight: a receipt persisted at expiry still
+                    // deletes it until the message is received again.
+                    let group: Option<Option<String>> = self
+                        .conn
+                        .prepare_cached(&format!(
+                            "DELETE FROM m{queue} WHERE seq = ?1 AND receipt = ?2 RETURNING grp"
+                        ))
+                        .and_then(|mut st| st.query_row(params![seq, nonce as i64], |r| r.get(0)).optional())
+                        .map_err(sql_err)?;
+                    match group {
+                        Some(g) => g,
+                        None => {
+                            out.push(Deleted::Stale);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let q = self.state(queue)?;
+            q.total = q.total.saturating_sub(1);
+            if fifo {
+                if let Some(g) = group {
+                    self.fix_group_head(queue, &g)?;
+                }
+            }
+            out.push(Deleted::Yes);
+        }
+        Ok(out)
+    }
+
+    fn visibility(
+        &mut self,
+        queue: QueueId,
+        changes: Vec<(i64, u64, u64)>,
+        now: i64,
+    ) -> Result<Vec<Result<(), VisibilityRefused>>, StorageError> {
+        let mut out = Vec::with_capacity(changes.len());
+        for (seq, nonce, timeout_ms) in changes {
+            let q = self.state(queue)?;
+            match q.in_flight.get_mut(&seq) {
+                Some(f) if f.nonce == nonce => {
+                    f.deadline = now + timeout_ms as i64;
+                    self.expiries.push(Reverse((now + timeout_ms as i64, queue, seq, nonce)));
+                    out.push(Ok(()));
+                }
+                Some(_) => out.push(Err(VisibilityRefused::InvalidHandle)),
+                None => {
+                    let receipt: Option<Option<i64>> = self
+                        .conn
+                        .prepare_cached(&format!("SELECT receipt FROM m{queue} WHERE seq = ?1"))
+                        .and_then(|mut st| st.query_row([seq], |r| r.get(0)).optional())
+                        .map_err(sql_err)?;
+                    out.push(Err(match receipt {
+                        Some(Some(r)) if r as u64 == nonce => VisibilityRefused::NotInFlight,
+                        _ => VisibilityRefused::InvalidHandle,
+                    }));
+                }
+            }
+        }
+        // A timeout of zero makes the message visible in this same step.
+        self.expire(now)?;
+        Ok(out)
+    }
+
+    fn counts(&mut self, queue: QueueId, now: i64) -> Result<Counts, StorageError> {
+        let delayed: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM m{queue} WHERE vis > ?1"))
+            .and_then(|mut st| st.query_row([now], |r| r.get(0)))
+            .map_err(sql_err)?;
+        let oldest: Option<i64> = self
+            .conn
+            .prepare_cached(&format!("SELECT MIN(seq) FROM m{queue}"))
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(sql_err)?;
+        let q = self.state(queue)?;
+        let in_flight = q.in_flight.len() as u64;
+        let delayed = delayed as u64;
+        Ok(Counts {
+            visible: q.total.saturating_sub(in_flight + delayed),
+            in_flight,
+            delayed,
+            oldest_sent_ms: oldest.map(sent_ms_of),
+        })
+    }
+
+    fn move_some(
+        &mut self,
+        from: QueueId,
+        to: Option<QueueId>,
+        limit: usize,
+        now: i64,
+    ) -> Result<u64, StorageError> {
+        let mut moved = 0u64;
+        let mut after = i64::MIN;
+        while (moved as usize) < limit {
+            let rows: Vec<(i64, Option<i64>)> = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT seq, src FROM m{from} WHERE seq > ?1 ORDER BY seq LIMIT 256"
+                ))
+                .and_then(|mut st| st.query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(sql_err)?;
+            if rows.is_empty() {
+                break;
+            }
+            for (seq, src) in rows {
+                after = seq;
+                if moved as usize >= limit {
+                    break;
+                }
+                if self.state(from)?.in_flight.contains_key(&seq) {
+                    continue;
+                }
+                let Some(dest) = to.or(src).filter(|d| self.queues.contains_key(d)) else { continue };
+                self.move_row(from, dest, seq, None, now)?;
+                moved += 1;
+            }
+        }
+        if self.state(from)?.fifo {
+            let groups: Vec<String> = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT grp FROM g{from} WHERE head NOT IN (SELECT seq FROM m{from})"
+                ))
+                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+                .map_err(sql_err)?;
+            for g in groups {
+                self.fix_group_head(from, &g)?;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Moves one message to another queue (visible there now), recording
+    /// where it came from when dead-lettered.
+    fn move_row(
+        &mut self,
+        from: QueueId,
+        to: QueueId,
+        seq: i64,
+        src: Option<QueueId>,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let (to_fifo, to_cursor) = match self.queues.get(&to) {
+            Some(q) => (q.fifo, q.cursor),
+            // The dead-letter queue is gone: leave the message where it is.
+            None => return Ok(()),
+        };
+        // Land after the destination's scan position so a scan finds it.
+        let vis = now.max(to_cursor.0.saturating_add(1));
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT OR IGNORE INTO m{to} (seq, vis, body, body_md5, attrs, attrs_md5, rc, frt, receipt, grp, dedup, sender, src)
+                 SELECT seq, ?2, body, body_md5, attrs, attrs_md5, 0, NULL, NULL, grp, dedup, sender, ?3 FROM m{from} WHERE seq = ?1"
+            ))
+            .and_then(|mut st| st.execute(params![seq, vis, src]))
+            .map_err(sql_err)?;
+        let group: Option<Option<String>> = self
+            .conn
+            .prepare_cached(&format!("DELETE FROM m{from} WHERE seq = ?1 RETURNING grp"))
+            .and_then(|mut st| st.query_row([seq], |r| r.get(0)).optional())
+            .map_err(sql_err)?;
+        if group.is_none() {
+            return Ok(());
+        }
+        let q = self.state(from)?;
+        q.total = q.total.saturating_sub(1);
+        q.in_flight.remove(&seq);
+        self.state(to)?.total += 1;
+        if to_fifo {
+            let g = group.clone().flatten().unwrap_or_default();
+            self.conn
+                .prepare_cached(&format!(
+                    "INSERT INTO g{to} (grp, head) VALUES (?1, ?2) ON CONFLICT (grp) DO UPDATE SET head = MIN(head, excluded.head)"
+                ))
+                .and_then(|mut st| st.execute(params![g, seq]))
+                .map_err(sql_err)?;
+        }
+        if vis > now {
+            self.wakeups.push(Reverse((vis, to)));
+        } else {
+            self.pending.push(Event::Visible { queue: to, count: 1 });
+        }
+        Ok(())
+    }
+
+    /// Recomputes a FIFO group's head after messages left it.
+    fn fix_group_head(&mut self, queue: QueueId, group: &str) -> Result<(), StorageError> {
+        let head: Option<i64> = self
+            .conn
+            .prepare_cached(&format!("SELECT MIN(seq) FROM m{queue} WHERE grp = ?1"))
+            .and_then(|mut st| st.query_row([group], |r| r.get(0)))
+            .map_err(sql_err)?;
+        match head {
+            Some(h) => self
+                .conn
+                .prepare_cached(&format!("UPDATE g{queue} SET head = ?2 WHERE grp = ?1"))
+                .and_then(|mut st| st.execute(params![group, h])),
+            None => self
+                .conn
+                .prepare_cached(&format!("DELETE FROM g{queue} WHERE grp = ?1"))
+                .and_then(|mut st| st.execute([group])),
+        }
+        .map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// Ends the visibility of in-flight messages whose deadline passed.
+    fn expire(&mut self, now: i64) -> Result<(), StorageError> {
+        while let Some(Reverse((deadline, queue, seq, nonce))) = self.expiries.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.expiries.pop();
+            let Some(q) = self.queues.get_mut(&queue) else { continue };
+            let current =
+                matches!(q.in_flight.get(&seq), Some(f) if f.nonce == nonce && f.deadline == deadline);
+            if !current {
+                continue;
+            }
+            let f = q.in_flight.remove(&seq).expect("present");
+            if let Some(g) = &f.group {
+                unlock(q, g);
+            }
+            let (fifo, cursor) = (q.fifo, q.cursor);
+            if fifo {
+                self.conn
+                    .prepare_cached(&format!(
+                        "UPDATE m{queue} SET rc = ?2, frt = ?3, receipt = ?4 WHERE seq = ?1"
+                    ))
+                    .and_then(|mut st| {
+                        st.execute(params![seq, f.receive_count, f.first_receive, nonce as i64])
+                    })
+                    .map_err(sql_err)?;
+                self.pending.push(Event::Visible { queue, count: 1 });
+            } else {
+                // Back in the index just after the scan position.
+                let vis = deadline.max(cursor.0.saturating_add(1));
+                self.conn
+                    .prepare_cached(&format!(
+                        "UPDATE m{queue} SET vis = ?2, rc = ?3, frt = ?4, receipt = ?5 WHERE seq = ?1"
+                    ))
+                    .and_then(|mut st| {
+                        st.execute(params![seq, vis, f.receive_count, f.first_receive, nonce as i64])
+                    })
+                    .map_err(sql_err)?;
+                if vis > now {
+                    self.wakeups.push(Reverse((vis, queue)));
+                } else {
+                    self.pending.push(Event::Visible { queue, count: 1 });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Announces delayed messages that became visible.
+    fn wake(&mut self, now: i64) {
+        let mut due: HashMap<QueueId, u32> = HashMap::new();
+        while let Some(Reverse((at, queue))) = self.wakeups.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.wakeups.pop();
+            *due.entry(queue).or_insert(0) += 1;
+        }
+        for (queue, count) in due {
+            self.pending.push(Event::Visible { queue, count });
+        }
+    }
+
+    /// Removes messages past their queue's retention period, and expired
+    /// FIFO deduplication ids.
+    fn sweep(&mut self, now: i64) -> Result<(), StorageError> {
+        let plans: Vec<(QueueId, bool, i64)> = self
+            .queues
+            .values()
+            .map(|q| {
+                let cutoff = now - i64::from(q.record.attributes.retention) * 1000;
+                (q.record.id, q.fifo, (cutoff - EPOCH_MS).max(0) << SEQ_SHIFT)
+            })
+            .collect();
+        for (queue, fifo, cutoff_seq) in plans {
+            let removed: Vec<(i64, Option<String>)> = self
+                .conn
+                .prepare_cached(&format!(
+                    "DELETE FROM m{queue} WHERE seq IN (SELECT seq FROM m{queue} WHERE seq < ?1 LIMIT ?2) RETURNING seq, grp"
+                ))
+                .and_then(|mut st| st.query_map(params![cutoff_seq, SWEEP_LIMIT], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(sql_err)?;
+            if removed.is_empty() && !fifo {
+                continue;
+            }
+            let mut groups = HashSet::new();
+            {
+                let q = self.state(queue)?;
+                q.total = q.total.saturating_sub(removed.len() as u64);
+                for (seq, group) in &removed {
+                    if let Some(f) = q.in_flight.remove(seq) {
+                        if let Some(g) = &f.group {
+                            unlock(q, g);
+                        }
+                    }
+                    if let Some(g) = group {
+                        groups.insert(g.clone());
+                    }
+                }
+            }
+            if fifo {
+                for g in groups {
+                    self.fix_group_head(queue, &g)?;
+                }
+                self.conn
+                    .prepare_cached(&format!("DELETE FROM d{queue} WHERE expires <= ?1"))
+                    .and_then(|mut st| st.execute([now]))
+                    .map_err(sql_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unlock(q: &mut QState, group: &str) {
+    if let Some(n) = q.locked.get_mut(group) {
+        *n -= 1;
+        if *n == 0 {
+            q.locked.remove(group);
+        }
+    }
+}
+
+struct Row {
+    seq: i64,
+    vis: i64,
+    body: String,
+    body_md5: Vec<u8>,
+    attrs: Option<Vec<u8>>,
+    attrs_md5: Option<Vec<u8>>,
+    rc: u32,
+    frt: Option<i64>,
+    group: Option<String>,
+    dedup: Option<String>,
+    sender: Option<String>,
+}
+
+fn to16(v: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = v.len().min(16);
+    out[..n].copy_from_slice(&v[..n]);
+    out
+}
+
+fn fail(job: Job, err: &StorageError) {
+    fn e<T>(err: &StorageError) -> Result<T, StorageError> {
+        Err(err.clone())
+    }
+    match job {
+        Job::Queues(r) => drop(r.send(e(err))),
+        Job::Create { reply, .. } => drop(reply.send(e(err))),
+        Job::Update { reply, .. } => drop(reply.send(e(err))),
+        Job::DeleteQueue { reply, .. } => drop(reply.send(e(err))),
+        Job::Purge { reply, .. } => drop(reply.send(e(err))),
+        Job::Send { reply, .. } => drop(reply.send(e(err))),
+        Job::Receive { reply, .. } => drop(reply.send(e(err))),
+        Job::Delete { reply, .. } => drop(reply.send(e(err))),
+        Job::Visibility { reply, .. } => drop(reply.send(e(err))),
+        Job::Counts { reply, .. } => drop(reply.send(e(err))),
+        Job::Move { reply, .. } => drop(reply.send(e(err))),
+    }
+}
