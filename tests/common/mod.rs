@@ -326,3 +326,38 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A gatehouse with queues: the AWS listener and admin on port 0, storage
+/// in its own directory, and `extra` YAML appended (queues, routes...).
+pub fn queue_config(extra: &str) -> String {
+    format!(
+        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\" }}\n  admin: {{ bind: \"127.0.0.1:0\" }}\n  aws: {{ bind: \"127.0.0.1:0\" }}\nworkers: 2\nlog: {{ access: false }}\n{extra}\n"
+    )
+}
+
+/// An SQS client (the real `aws-sdk-sqs`) for a gatehouse's AWS listener.
+pub fn sqs(gw: &Gateway) -> aws_sdk_sqs::Client {
+    sqs_at(gw.gh().aws_addr.expect("aws listener"), "AKIDTEST", "secret")
+}
+
+pub fn sqs_at(addr: SocketAddr, key: &str, secret: &str) -> aws_sdk_sqs::Client {
+    let http = aws_smithy_http_client::Builder::new().build_http();
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://{addr}"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(key, secret, None, None, "test"))
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .http_client(http)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// The service error code of an SDK error (e.g. `QueueDoesNotExist`).
+pub fn sqs_code<E, R>(err: &aws_sdk_sqs::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    use aws_sdk_sqs::error::ProvideErrorMetadata;
+    err.code().unwrap_or("(no code)").to_owned()
+}
