@@ -59,7 +59,7 @@ async fn poison_messages_move_to_the_dead_letter_queue_and_can_be_redriven() {
     assert_eq!(m.message_attributes().unwrap()["kind"].string_value(), Some("bad"));
 
     let sources = c.list_dead_letter_source_queues().queue_url(&dlq).send().await.unwrap();
-    assert_eq!(sources.queue_urls(), &[q.clone()]);
+    assert_eq!(sources.queue_urls(), std::slice::from_ref(&q));
 
     // Redrive back to the source queue.
     let task = c.start_message_move_task().source_arn(format!("{ARN}jobs-dlq")).send().await.unwrap();
