@@ -193,3 +193,73 @@ fn targets_parse_scheme_host_and_port() {
     assert!(TargetUrl::parse("http://x:99999").is_err());
     assert!(TargetUrl::parse("http://:80").is_err());
 }
+
+#[test]
+fn queues_storage_and_aws_decode() {
+    let src = r#"
+listen:
+  aws: { bind: "127.0.0.1:9400", credentials: [ { access_key: AKID1, secret_key: "${SECRET}" } ] }
+aws: { account_id: "123456789012", region: eu-west-1 }
+storage: { path: ./queues, sync: normal, cache: 32MiB }
+queues:
+  orders: { visibility_timeout: 45s, retention: 2d, delay: 5s, max_message_size: 512KiB, receive_wait: 20s, dead_letter: { queue: orders-dlq, max_receives: 5 }, tags: { team: core } }
+  orders-dlq: {}
+  pay.fifo: { content_based_deduplication: true }
+routes:
+  - { name: o, path: /o, methods: [POST], queue: orders, message: { group_id: "header:X-Tenant", attributes: { src: "header:x-source" } } }
+"#;
+    let env = |n: &str| (n == "SECRET").then(|| "shh".to_string());
+    let c = Config::parse(Path::new("/etc/gh/routes.yaml"), src, &env).unwrap();
+    let aws = c.listen.aws.as_ref().unwrap();
+    assert_eq!(aws.bind.port(), 9400);
+    assert_eq!(aws.credentials, vec![("AKID1".to_string(), "shh".to_string())]);
+    assert_eq!(c.aws.account_id, "123456789012");
+    assert_eq!(c.storage.path, Path::new("/etc/gh/./queues"));
+    assert_eq!(c.storage.sync, SyncMode::Normal);
+    let o = &c.queues["orders"];
+    assert_eq!(o.visibility_timeout, Duration::from_secs(45));
+    assert_eq!(o.dead_letter.as_ref().unwrap().max_receives, 5);
+    assert!(c.queues["pay.fifo"].fifo, "FIFO from the name");
+    let attrs = o.sqs_attributes("arn:aws:sqs:eu-west-1:123456789012:");
+    assert_eq!(attrs["DelaySeconds"], "5");
+    assert!(attrs["RedrivePolicy"].contains("arn:aws:sqs:eu-west-1:123456789012:orders-dlq"));
+    let RouteTarget::Queue { queue, message } = &c.routes[0].target else { panic!("queue route") };
+    assert_eq!(queue, "orders");
+    assert_eq!(message.group_id, Some(ValueSource::Header("x-tenant".into())));
+    // Defaults: the AWS listener on loopback, storage next to the file.
+    let d = Config::parse(Path::new("/srv/routes.yaml"), "", &no_env).unwrap();
+    assert_eq!(d.listen.aws.unwrap().bind.to_string(), "127.0.0.1:9324");
+    assert_eq!(d.storage.path, Path::new("/srv/data"));
+    assert!(Config::parse(Path::new("r.yaml"), "listen: { aws: off }", &no_env)
+        .unwrap()
+        .listen
+        .aws
+        .is_none());
+}
+
+#[test]
+fn queue_problems_are_all_reported() {
+    let src = "\
+queues:
+  jobs: { visibility_timeout: 1500ms, dead_letter: { queue: jobz, max_receives: 3 } }
+  work.fifo: { fifo: false }
+  std: { content_based_deduplication: true, retention: 30s }
+  f.fifo: { dead_letter: { queue: std, max_receives: 2 } }
+routes:
+  - { name: a, path: /a, queue: jbos }
+  - { name: b, path: /b, queue: jobs, message: { group_id: \"jwt:sub\" } }
+  - { name: c, path: /c, respond: {}, message: {} }
+";
+    let lines = problems(src);
+    let has =
+        |needle: &str| assert!(lines.iter().any(|l| l.contains(needle)), "missing `{needle}` in {lines:#?}");
+    has("queues.jobs.visibility_timeout: queues count time in whole seconds");
+    has("queues.jobs.dead_letter.queue: unknown queue `jobz` (did you mean `jobs`?)");
+    has("queues.\"work.fifo\".fifo: a FIFO queue's name ends with `.fifo`");
+    has("queues.std.content_based_deduplication: content-based deduplication is for FIFO queues");
+    has("queues.std.retention: must be between");
+    has("queues.\"f.fifo\".dead_letter.queue: a dead-letter queue must be of the same type");
+    has("routes[0].queue: unknown queue `jbos` (did you mean `jobs`?)");
+    has("routes[1].message.group_id: `jwt:` sources need `auth`, which is not supported yet");
+    has("routes[2].message: `message` applies to routes with `queue`");
+}
