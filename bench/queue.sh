@@ -121,8 +121,9 @@ for round in $(seq "$RUNS"); do
         [ "$t" = moto-best ] && p=1 c=2
         case $t in moto*) restart_moto ;; esac
         r=$($load throughput --endpoint "$(endpoint "$t")" --queue "tp-$round" --size "$SIZE" \
-            --producers "$p" --consumers "$c" --duration "$DURATION" | grep '^RESULT')
+            --producers "$p" --consumers "$c" --duration "$DURATION" | grep '^RESULT' || true)
         stop_moto
+        if [ -z "$r" ]; then echo "$round $t: run failed (its errors are above)"; continue; fi
         for k in deleted send_p50 send_p99 recv_p50 recv_p99 del_p99 e2e_p99 errors; do
             echo "$r" | field "$k" >>"$work/$t.tp.$k"
         done
@@ -141,8 +142,9 @@ for round in $(seq "$RUNS"); do
     for t in "${targets[@]}"; do
         case $t in moto*) restart_moto ;; esac
         r=$($load latency --endpoint "$(endpoint "$t")" --queue "lat-$round" --size "$SIZE" \
-            --rate "$RATE" --duration "$LAT_DURATION" | grep '^RESULT')
+            --rate "$RATE" --duration "$LAT_DURATION" | grep '^RESULT' || true)
         stop_moto
+        if [ -z "$r" ]; then echo "$round $t: run failed (its errors are above)"; continue; fi
         for k in achieved p50 p99; do echo "$r" | field "$k" >>"$work/$t.lat.$k"; done
         printf '%-6s %-10s %9s %9s %9s %9s %9s\n' "$round" "$t" "$(echo "$r" | field achieved)" \
             "$(echo "$r" | field p50)" "$(echo "$r" | field p99)" "$(echo "$r" | field max)" \
