@@ -12,18 +12,6 @@ use aws_sdk_sqs::types::{
 };
 use common::*;
 
-async fn start(extra: &str) -> Gateway {
-    Gateway::start(&queue_config(extra)).await
-}
-
-async fn create(client: &aws_sdk_sqs::Client, name: &str, attrs: &[(QueueAttributeName, &str)]) -> String {
-    let mut req = client.create_queue().queue_name(name);
-    for (k, v) in attrs {
-        req = req.attributes(k.clone(), *v);
-    }
-    req.send().await.unwrap().queue_url.unwrap()
-}
-
 fn md5(s: &str) -> String {
     use md5::Digest;
     gatehouse::queue::message::hex(&md5::Md5::digest(s.as_bytes()))
@@ -31,13 +19,13 @@ fn md5(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_are_created_idempotently_listed_tagged_and_deleted() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "orders", &[(QueueAttributeName::VisibilityTimeout, "45")]).await;
+    let url = create_queue(&c, "orders", &[(QueueAttributeName::VisibilityTimeout, "45")]).await;
     assert_eq!(url, format!("http://{}/000000000000/orders", gw.gh().aws_addr.unwrap()));
     // Same attributes: the existing queue.
-    assert_eq!(create(&c, "orders", &[(QueueAttributeName::VisibilityTimeout, "45")]).await, url);
-    assert_eq!(create(&c, "orders", &[]).await, url);
+    assert_eq!(create_queue(&c, "orders", &[(QueueAttributeName::VisibilityTimeout, "45")]).await, url);
+    assert_eq!(create_queue(&c, "orders", &[]).await, url);
     // Different attributes: refused.
     let err = c
         .create_queue()
@@ -49,7 +37,7 @@ async fn queues_are_created_idempotently_listed_tagged_and_deleted() {
     assert!(err.as_service_error().unwrap().is_queue_name_exists(), "{err:?}");
 
     for n in ["alpha", "alpine", "beta"] {
-        create(&c, n, &[]).await;
+        create_queue(&c, n, &[]).await;
     }
     let all = c.list_queues().send().await.unwrap();
     assert_eq!(all.queue_urls().len(), 4);
@@ -84,9 +72,9 @@ async fn queues_are_created_idempotently_listed_tagged_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_round_trip_with_digests_and_attributes() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[]).await;
+    let url = create_queue(&c, "q", &[]).await;
     let sent = c
         .send_message()
         .queue_url(&url)
@@ -134,9 +122,9 @@ async fn messages_round_trip_with_digests_and_attributes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attribute_type_survives_and_limits_hold() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[]).await;
+    let url = create_queue(&c, "q", &[]).await;
     let attr = |t: &str, s: Option<&str>, b: Option<&[u8]>| {
         let mut v = MessageAttributeValue::builder().data_type(t);
         if let Some(s) = s {
@@ -212,9 +200,9 @@ async fn every_attribute_type_survives_and_limits_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visibility_timeouts_hide_messages_and_receipts_rotate() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[(QueueAttributeName::VisibilityTimeout, "1")]).await;
+    let url = create_queue(&c, "q", &[(QueueAttributeName::VisibilityTimeout, "1")]).await;
     c.send_message().queue_url(&url).message_body("m").send().await.unwrap();
     let first = c.receive_message().queue_url(&url).send().await.unwrap().messages()[0].clone();
     assert!(
@@ -306,9 +294,9 @@ async fn visibility_timeouts_hide_messages_and_receipts_rotate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_visibility_in_batches_reports_each_entry() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[]).await;
+    let url = create_queue(&c, "q", &[]).await;
     for i in 0..3 {
         c.send_message().queue_url(&url).message_body(format!("m{i}")).send().await.unwrap();
     }
@@ -341,9 +329,9 @@ async fn change_visibility_in_batches_reports_each_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delays_per_queue_and_per_message() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[(QueueAttributeName::DelaySeconds, "1")]).await;
+    let url = create_queue(&c, "q", &[(QueueAttributeName::DelaySeconds, "1")]).await;
     c.send_message().queue_url(&url).message_body("queue-delay").send().await.unwrap();
     c.send_message().queue_url(&url).message_body("no-delay").delay_seconds(0).send().await.unwrap();
     let now = c.receive_message().queue_url(&url).max_number_of_messages(10).send().await.unwrap();
@@ -367,9 +355,9 @@ async fn delays_per_queue_and_per_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polls_wake_on_arrival_and_hundreds_of_waiters_each_get_one() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")]).await;
+    let url = create_queue(&c, "q", &[(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")]).await;
 
     // The queue's wait time applies when the request names none.
     let waiter = {
@@ -420,9 +408,9 @@ async fn long_polls_wake_on_arrival_and_hundreds_of_waiters_each_get_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_validate_their_shape_and_report_entry_failures() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[]).await;
+    let url = create_queue(&c, "q", &[]).await;
     let e = |id: &str, body: &str| {
         SendMessageBatchRequestEntry::builder().id(id).message_body(body).build().unwrap()
     };
@@ -488,9 +476,9 @@ async fn batches_validate_their_shape_and_report_entry_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attributes_are_read_validated_and_purge_is_rate_limited() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let url = create(&c, "q", &[]).await;
+    let url = create_queue(&c, "q", &[]).await;
     let all = c
         .get_queue_attributes()
         .queue_url(&url)

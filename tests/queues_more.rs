@@ -6,18 +6,6 @@ mod common;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use common::*;
 
-async fn start(extra: &str) -> Gateway {
-    Gateway::start(&queue_config(extra)).await
-}
-
-async fn create(client: &aws_sdk_sqs::Client, name: &str, attrs: &[(QueueAttributeName, &str)]) -> String {
-    let mut req = client.create_queue().queue_name(name);
-    for (k, v) in attrs {
-        req = req.attributes(k.clone(), *v);
-    }
-    req.send().await.unwrap().queue_url.unwrap()
-}
-
 const ARN: &str = "arn:aws:sqs:us-east-1:000000000000:";
 
 fn redrive(dlq: &str, max: u32) -> String {
@@ -26,10 +14,10 @@ fn redrive(dlq: &str, max: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_move_to_the_dead_letter_queue_and_can_be_redriven() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let dlq = create(&c, "jobs-dlq", &[]).await;
-    let q = create(&c, "jobs", &[(QueueAttributeName::RedrivePolicy, &redrive("jobs-dlq", 2))]).await;
+    let dlq = create_queue(&c, "jobs-dlq", &[]).await;
+    let q = create_queue(&c, "jobs", &[(QueueAttributeName::RedrivePolicy, &redrive("jobs-dlq", 2))]).await;
     c.send_message()
         .queue_url(&q)
         .message_body("poison")
@@ -83,11 +71,11 @@ async fn poison_messages_move_to_the_dead_letter_queue_and_can_be_redriven() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_move_tasks_can_be_cancelled_and_redrive_allow_is_enforced() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let dlq = create(&c, "dlq", &[]).await;
-    let _src = create(&c, "src", &[(QueueAttributeName::RedrivePolicy, &redrive("dlq", 1))]).await;
-    let dest = create(&c, "dest", &[]).await;
+    let dlq = create_queue(&c, "dlq", &[]).await;
+    let _src = create_queue(&c, "src", &[(QueueAttributeName::RedrivePolicy, &redrive("dlq", 1))]).await;
+    let dest = create_queue(&c, "dest", &[]).await;
     for i in 0..20 {
         c.send_message().queue_url(&dlq).message_body(format!("{i}")).send().await.unwrap();
     }
@@ -121,7 +109,7 @@ async fn rate_limited_move_tasks_can_be_cancelled_and_redrive_allow_is_enforced(
     assert!(n < 20, "stopped early, moved {n}");
 
     // A dead-letter queue that denies all sources.
-    let strict = create(
+    let strict = create_queue(
         &c,
         "strict-dlq",
         &[(QueueAttributeName::RedriveAllowPolicy, r#"{"redrivePermission":"denyAll"}"#)],
@@ -137,7 +125,7 @@ async fn rate_limited_move_tasks_can_be_cancelled_and_redrive_allow_is_enforced(
         .unwrap_err();
     assert!(err.as_service_error().unwrap().is_invalid_attribute_value(), "{err:?}");
     // One allowing a named source.
-    create(
+    create_queue(
         &c,
         "picky-dlq",
         &[(
@@ -146,7 +134,7 @@ async fn rate_limited_move_tasks_can_be_cancelled_and_redrive_allow_is_enforced(
         )],
     )
     .await;
-    create(&c, "friend", &[(QueueAttributeName::RedrivePolicy, &redrive("picky-dlq", 3))]).await;
+    create_queue(&c, "friend", &[(QueueAttributeName::RedrivePolicy, &redrive("picky-dlq", 3))]).await;
     let err = c
         .create_queue()
         .queue_name("stranger")
@@ -156,7 +144,7 @@ async fn rate_limited_move_tasks_can_be_cancelled_and_redrive_allow_is_enforced(
         .unwrap_err();
     assert!(err.as_service_error().unwrap().is_invalid_attribute_value());
     // A FIFO queue's dead-letter queue must be FIFO.
-    create(&c, "f.fifo", &[(QueueAttributeName::FifoQueue, "true")]).await;
+    create_queue(&c, "f.fifo", &[(QueueAttributeName::FifoQueue, "true")]).await;
     let err = c
         .create_queue()
         .queue_name("g.fifo")
@@ -170,9 +158,9 @@ async fn rate_limited_move_tasks_can_be_cancelled_and_redrive_allow_is_enforced(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_queues_order_groups_deduplicate_and_lock_groups_in_flight() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    let q = create(&c, "pay.fifo", &[(QueueAttributeName::FifoQueue, "true")]).await;
+    let q = create_queue(&c, "pay.fifo", &[(QueueAttributeName::FifoQueue, "true")]).await;
 
     let err = c
         .send_message()
@@ -276,7 +264,7 @@ async fn fifo_queues_order_groups_deduplicate_and_lock_groups_in_flight() {
     assert_eq!(after.messages().iter().map(|m| m.body().unwrap()).collect::<Vec<_>>(), vec!["a4"]);
 
     // Content-based deduplication.
-    let cb = create(
+    let cb = create_queue(
         &c,
         "cb.fifo",
         &[(QueueAttributeName::FifoQueue, "true"), (QueueAttributeName::ContentBasedDeduplication, "true")],
@@ -303,10 +291,10 @@ async fn fifo_queues_order_groups_deduplicate_and_lock_groups_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_dead_letter_queues_keep_the_group_moving() {
-    let gw = start("").await;
+    let gw = start_queues("").await;
     let c = sqs(&gw);
-    create(&c, "dl.fifo", &[(QueueAttributeName::FifoQueue, "true")]).await;
-    let q = create(
+    create_queue(&c, "dl.fifo", &[(QueueAttributeName::FifoQueue, "true")]).await;
+    let q = create_queue(
         &c,
         "w.fifo",
         &[
@@ -400,7 +388,7 @@ async fn queues_and_messages_survive_a_restart_and_declared_queues_are_applied()
     assert_eq!(fa.attributes().unwrap()[&QueueAttributeName::ContentBasedDeduplication], "true");
 
     // Created over the API, with messages.
-    let api = create(&c, "made-by-api", &[(QueueAttributeName::DelaySeconds, "0")]).await;
+    let api = create_queue(&c, "made-by-api", &[(QueueAttributeName::DelaySeconds, "0")]).await;
     for i in 0..3 {
         c.send_message().queue_url(&api).message_body(format!("kept-{i}")).send().await.unwrap();
     }
@@ -442,7 +430,7 @@ async fn queues_and_messages_survive_a_restart_and_declared_queues_are_applied()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_publish_requests_into_queues() {
-    let gw = start(
+    let gw = start_queues(
         "queues:\n  orders: { max_message_size: 2KiB }\n  pay.fifo: {}\nroutes:\n  - { name: create-order, path: /orders, methods: [POST], queue: orders, message: { attributes: { source: \"header:x-source\" } } }\n  - { name: pay, path: /pay, methods: [POST], queue: pay.fifo, message: { group_id: \"header:x-account\" } }\n",
     )
     .await;

@@ -189,6 +189,42 @@ fn send_request(v: &Value, sender: &Option<String>) -> Result<SendRequest, Queue
     })
 }
 
+/// A batch's entries: the ids and parsed values of the good ones, and the
+/// `Failed` answers of the others.
+type ParsedEntries<T> = (Vec<String>, Vec<T>, Vec<Value>);
+
+/// Parses each batch entry with `parse`. An entry without an `Id` fails the
+/// whole call.
+fn parse_entries<T>(
+    entries: &[Value],
+    parse: impl Fn(&Value) -> Result<T, QueueError>,
+) -> Result<ParsedEntries<T>, QueueError> {
+    let (mut ids, mut items, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    for e in entries {
+        let id = required(e, "Id")?;
+        match parse(e) {
+            Ok(x) => {
+                ids.push(id);
+                items.push(x);
+            }
+            Err(err) => failures.push(failed(&id, &err)),
+        }
+    }
+    Ok((ids, items, failures))
+}
+
+/// The answer of a batch whose successful entries carry only their `Id`.
+fn ids_answer(ids: Vec<String>, results: Vec<Result<(), QueueError>>, mut failures: Vec<Value>) -> Value {
+    let mut successful = Vec::new();
+    for (id, r) in ids.into_iter().zip(results) {
+        match r {
+            Ok(()) => successful.push(json!({ "Id": id })),
+            Err(e) => failures.push(failed(&id, &e)),
+        }
+    }
+    json!({ "Successful": successful, "Failed": failures })
+}
+
 fn failed(id: &str, e: &QueueError) -> Value {
     json!({ "Id": id, "SenderFault": e.fault() == "Sender", "Code": e.query_code(), "Message": e.to_string() })
 }
@@ -407,29 +443,10 @@ pub async fn execute<S: Storage>(engine: &Arc<QueueEngine<S>>, call: Call<'_>) -
         }
         "DeleteMessageBatch" => {
             let q = queue(engine, input)?;
-            let entries = batch_entries(input)?;
-            let mut ids = Vec::new();
-            let mut handles = Vec::new();
-            let mut failures = Vec::new();
-            for e in entries {
-                let id = required(e, "Id")?;
-                match required(e, "ReceiptHandle") {
-                    Ok(h) => {
-                        ids.push(id);
-                        handles.push(h);
-                    }
-                    Err(err) => failures.push(failed(&id, &err)),
-                }
-            }
+            let (ids, handles, failures) =
+                parse_entries(batch_entries(input)?, |e| required(e, "ReceiptHandle"))?;
             let results = engine.delete(&q, &handles).await?;
-            let mut successful = Vec::new();
-            for (id, r) in ids.into_iter().zip(results) {
-                match r {
-                    Ok(()) => successful.push(json!({ "Id": id })),
-                    Err(e) => failures.push(failed(&id, &e)),
-                }
-            }
-            Ok(json!({ "Successful": successful, "Failed": failures }))
+            Ok(ids_answer(ids, results, failures))
         }
         "ChangeMessageVisibility" => {
             let q = queue(engine, input)?;
@@ -444,37 +461,17 @@ pub async fn execute<S: Storage>(engine: &Arc<QueueEngine<S>>, call: Call<'_>) -
         }
         "ChangeMessageVisibilityBatch" => {
             let q = queue(engine, input)?;
-            let entries = batch_entries(input)?;
-            let mut ids = Vec::new();
-            let mut changes = Vec::new();
-            let mut failures = Vec::new();
-            for e in entries {
-                let id = required(e, "Id")?;
-                let parsed = required(e, "ReceiptHandle").and_then(|h| {
-                    let t = number(e, "VisibilityTimeout")?.ok_or_else(|| {
-                        QueueError::MissingParameter(
-                            "The request must contain the parameter VisibilityTimeout.".into(),
-                        )
-                    })?;
-                    Ok((h, t))
-                });
-                match parsed {
-                    Ok(c) => {
-                        ids.push(id);
-                        changes.push(c);
-                    }
-                    Err(err) => failures.push(failed(&id, &err)),
-                }
-            }
+            let (ids, changes, failures) = parse_entries(batch_entries(input)?, |e| {
+                let h = required(e, "ReceiptHandle")?;
+                let t = number(e, "VisibilityTimeout")?.ok_or_else(|| {
+                    QueueError::MissingParameter(
+                        "The request must contain the parameter VisibilityTimeout.".into(),
+                    )
+                })?;
+                Ok((h, t))
+            })?;
             let results = engine.change_visibility(&q, &changes).await?;
-            let mut successful = Vec::new();
-            for (id, r) in ids.into_iter().zip(results) {
-                match r {
-                    Ok(()) => successful.push(json!({ "Id": id })),
-                    Err(e) => failures.push(failed(&id, &e)),
-                }
-            }
-            Ok(json!({ "Successful": successful, "Failed": failures }))
+            Ok(ids_answer(ids, results, failures))
         }
         "TagQueue" => {
             let q = queue(engine, input)?;

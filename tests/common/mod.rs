@@ -335,6 +335,24 @@ pub fn queue_config(extra: &str) -> String {
     )
 }
 
+/// A gatehouse started on [`queue_config`]`(extra)`.
+pub async fn start_queues(extra: &str) -> Gateway {
+    Gateway::start(&queue_config(extra)).await
+}
+
+/// `CreateQueue` with attributes; the queue URL.
+pub async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    attrs: &[(aws_sdk_sqs::types::QueueAttributeName, &str)],
+) -> String {
+    let mut req = client.create_queue().queue_name(name);
+    for (k, v) in attrs {
+        req = req.attributes(k.clone(), *v);
+    }
+    req.send().await.unwrap().queue_url.unwrap()
+}
+
 /// An SQS client (the real `aws-sdk-sqs`) for a gatehouse's AWS listener.
 pub fn sqs(gw: &Gateway) -> aws_sdk_sqs::Client {
     sqs_at(gw.gh().aws_addr.expect("aws listener"), "AKIDTEST", "secret")
