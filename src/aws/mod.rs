@@ -9,6 +9,7 @@
 //!   and `x-amzn-query-error: <QueryCode>;Sender`;
 //! - Query: status 400 and an `<ErrorResponse>` document.
 
+pub mod json;
 pub mod query;
 pub mod sigv4;
 pub mod sqs;
@@ -88,9 +89,7 @@ impl Failure {
 }
 
 fn request_id() -> String {
-    let x = fastrand::u128(..);
-    let h = format!("{x:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    crate::queue::message::uuid_text(fastrand::u128(..))
 }
 
 fn respond(
@@ -195,7 +194,7 @@ impl<S: Storage> AwsService<S> {
         match sqs::execute(&self.engine, call).await {
             Ok(output) => match protocol {
                 Protocol::Json => {
-                    respond(StatusCode::OK, "application/x-amz-json-1.0", output.to_string(), &rid)
+                    respond(StatusCode::OK, "application/x-amz-json-1.0", json::to_string(&output), &rid)
                 }
                 Protocol::Query => {
                     respond(StatusCode::OK, "text/xml", sqs::to_xml(&action, &output, &rid), &rid)

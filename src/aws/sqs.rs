@@ -1,7 +1,7 @@
 //! The SQS API: every action, from its (JSON-shaped) input to its output,
 //! rendered as AWS JSON or as Query XML.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -149,7 +149,8 @@ fn batch_entries(input: &Value) -> Result<&Vec<Value>, QueueError> {
             entries.len()
         )));
     }
-    let mut seen = HashSet::new();
+    // At most ten ids: a linear look is cheaper than hashing them.
+    let mut seen: Vec<String> = Vec::with_capacity(entries.len());
     for e in entries {
         let id = required(e, "Id")?;
         let valid = !id.is_empty()
@@ -160,9 +161,10 @@ fn batch_entries(input: &Value) -> Result<&Vec<Value>, QueueError> {
                 "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long: {id}"
             )));
         }
-        if !seen.insert(id.clone()) {
+        if seen.contains(&id) {
             return Err(QueueError::BatchEntryIdsNotDistinct(format!("Id {id} repeated.")));
         }
+        seen.push(id);
     }
     Ok(entries)
 }

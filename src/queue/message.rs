@@ -292,8 +292,21 @@ pub fn message_id(seq: i64, salt: u64) -> String {
     // Version 4, variant 10 bits, as random UUIDs look.
     let x = (x & !(0xf_u128 << 76)) | (0x4 << 76);
     let x = (x & !(0x3_u128 << 62)) | (0x2 << 62);
-    let h = format!("{x:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    uuid_text(x)
+}
+
+/// `x` in the hyphenated hex form of a UUID (8-4-4-4-12 lowercase digits).
+pub fn uuid_text(x: u128) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut digit = 0;
+    for (i, c) in text.iter_mut().enumerate() {
+        if !matches!(i, 8 | 13 | 18 | 23) {
+            *c = DIGITS[((x >> (124 - 4 * digit)) & 0xf) as usize];
+            digit += 1;
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// A bijective 64-bit mixer (splitmix64's finaliser).
@@ -354,6 +367,15 @@ mod tests {
         }
         assert_eq!(attributes_md5(&attrs).unwrap(), hex(&manual.finalize()));
         assert_eq!(attributes_md5(&Attributes::new()), None);
+    }
+
+    #[test]
+    fn uuid_text_is_the_hyphenated_hex_form() {
+        for x in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let h = format!("{x:032x}");
+            let want = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+            assert_eq!(uuid_text(x), want);
+        }
     }
 
     #[test]
