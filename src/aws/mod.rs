@@ -111,7 +111,7 @@ fn render_failure(protocol: Protocol, f: &Failure, request_id: &str) -> Response
     match protocol {
         Protocol::Json => {
             let body = json!({ "__type": format!("com.amazonaws.sqs#{}", f.shape), "message": f.message });
-            let mut r = respond(f.status, "application/x-amz-json-1.0", body.to_string(), request_id);
+            let mut r = respond(f.status, "application/x-amz-json-1.0", json::to_string(&body), request_id);
             if let Ok(v) = HeaderValue::from_str(&format!("{};{}", f.code, f.fault)) {
                 r.headers_mut().insert("x-amzn-query-error", v);
             }
