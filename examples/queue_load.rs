@@ -518,6 +518,8 @@ async fn latency(c: Common, rate: u64, duration: u64, connections: usize) -> Res
             let mut samples = Samples::default();
             // Request i is due at start + i·interval; this task takes i ≡ k (mod n).
             let mut i = k;
+            // When this connection's previous request finished.
+            let mut free_at = tokio::time::Instant::now();
             while i < total {
                 let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
                 if tokio::time::Instant::now() > give_up {
@@ -525,9 +527,19 @@ async fn latency(c: Common, rate: u64, duration: u64, connections: usize) -> Res
                     break;
                 }
                 tokio::time::sleep_until(due).await;
+                // A request held back by the server (its connection still
+                // busy at the due time) is timed from when it was due, so
+                // that a stall counts for every request it delays (no
+                // coordinated omission). One the connection was free for is
+                // timed from when it is sent: tokio's timer wakes up to a
+                // millisecond late, and that lateness is the generator's,
+                // not the server's.
+                let from = if free_at > due { due } else { tokio::time::Instant::now() };
                 let body = json!({ "QueueUrl": *url, "MessageBody": body(c.size) }).to_string();
-                match conn.call("SendMessage", body).await {
-                    Ok(_) => samples.add(due.into_std()),
+                let answer = conn.call("SendMessage", body).await;
+                free_at = tokio::time::Instant::now();
+                match answer {
+                    Ok(_) => samples.add(from.into_std()),
                     Err(e) => {
                         eprintln!("{e}");
                         errors.fetch_add(1, Ordering::Relaxed);

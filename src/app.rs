@@ -243,6 +243,9 @@ async fn open_queues(config: &Config) -> Result<Arc<Queues>, StartError> {
             crate::config::SyncMode::Normal => crate::queue::storage::sqlite::SyncMode::Normal,
         },
         cache_mib: u32::try_from(config.storage.cache >> 20).unwrap_or(u32::MAX),
+        // SQLite's default (1000 pages) at our 16 KiB pages would be 16 MiB;
+        // larger means fewer checkpoints, each off the commit path.
+        checkpoint_mib: 64,
     };
     let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&opts))
         .await

@@ -22,6 +22,7 @@
 //!
 //! The embedded backend is [`sqlite::SqliteStorage`].
 
+mod checkpoint;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -30,6 +30,10 @@
 //! Every reply is sent after the transaction holding its work commits; with
 //! `synchronous=FULL` (the default) the commit is on disk. Sends and deletes
 //! acknowledged to a client therefore survive `kill -9` and power loss.
+//!
+//! Checkpoints (copying the WAL into the database file) run on a second
+//! connection in the background, not inside a commit; see
+//! [`super::checkpoint`].
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -43,6 +47,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::checkpoint::{self, Checkpointer};
 use super::{
     Counts, Deleted, Delivered, Event, NewMessage, QueueId, QueueRecord, ReceiveOptions, Received, Sent,
     Storage, StorageError, VisibilityRefused,
@@ -58,6 +63,8 @@ pub const MAX_IN_FLIGHT: usize = 120_000;
 const DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
 /// Jobs taken into one transaction at most.
 const MAX_BATCH: usize = 2048;
+/// Database page size (of new databases), in KiB.
+const PAGE_KIB: u32 = 16;
 /// Rows one retention sweep deletes per queue at most.
 const SWEEP_LIMIT: i64 = 10_000;
 
@@ -87,6 +94,8 @@ pub struct SqliteOptions {
     pub sync: SyncMode,
     /// SQLite page cache, in MiB.
     pub cache_mib: u32,
+    /// WAL size at which a (background) checkpoint starts, in MiB.
+    pub checkpoint_mib: u32,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -392,6 +401,8 @@ fn sql_err(e: rusqlite::Error) -> StorageError {
 
 struct Writer {
     conn: Connection,
+    /// Copies the WAL into the database off the commit path.
+    checkpointer: Checkpointer,
     salt: u64,
     queues: HashMap<QueueId, QState>,
     last_seq: i64,
@@ -411,7 +422,7 @@ impl Writer {
         opts: &SqliteOptions,
         events: tokio::sync::mpsc::UnboundedSender<Event>,
     ) -> Result<Self, StorageError> {
-        let conn = Connection::open(file)
+        let mut conn = Connection::open(file)
             .map_err(|e| StorageError::Failed(format!("cannot open `{}`: {e}", file.display())))?;
         let sync = match opts.sync {
             SyncMode::Full => "FULL",
@@ -419,12 +430,11 @@ impl Writer {
         };
         // page_size only takes effect on a new database (before WAL).
         conn.execute_batch(&format!(
-            "PRAGMA page_size = 16384;
+            "PRAGMA page_size = {};
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = {sync};
              PRAGMA cache_size = -{};
              PRAGMA temp_store = MEMORY;
-             PRAGMA wal_autocheckpoint = 4096;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS queues (
                  id INTEGER PRIMARY KEY,
@@ -434,6 +444,7 @@ impl Writer {
                  created INTEGER NOT NULL,
                  modified INTEGER NOT NULL
              );",
+            PAGE_KIB * 1024,
             u64::from(opts.cache_mib.max(1)) * 1024
         ))
         .map_err(sql_err)?;
@@ -454,8 +465,14 @@ impl Writer {
                 s
             }
         };
+        // An existing database keeps the page size it was made with.
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(sql_err)?;
+        let start =
+            i32::try_from((i64::from(opts.checkpoint_mib.max(1)) << 20) / page.max(512)).unwrap_or(i32::MAX);
+        let checkpointer = Checkpointer::start(&mut conn, file, sync, start)?;
         let mut w = Writer {
             conn,
+            checkpointer,
             salt: salt as u64,
             queues: HashMap::new(),
             last_seq: 0,
@@ -570,7 +587,15 @@ impl Writer {
                 }
             }
             self.step(batch);
+            if self.checkpointer.after_commit() == checkpoint::Action::Inline {
+                if let Err(e) =
+                    self.conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
         }
+        self.checkpointer.stop();
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
     }
 
