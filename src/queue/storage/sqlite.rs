@@ -33,7 +33,7 @@
 //!
 //! Checkpoints (copying the WAL into the database file) run on a second
 //! connection in the background, not inside a commit; see
-//! [`super::checkpoint`].
+//! `queue::storage::checkpoint`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
