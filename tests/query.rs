@@ -274,3 +274,80 @@ async fn json_errors_carry_the_shape_and_the_query_code() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["__type"], "com.amazonaws.sqs#SerializationException");
 }
+
+/// A raw AWS JSON 1.0 call: (status, answer).
+async fn json_call(gw: &Gateway, action: &str, body: &str) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(format!("http://{}/", gw.gh().aws_addr.unwrap()))
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The answer without what differs between two sends of the same message.
+fn without_message_ids(mut v: serde_json::Value) -> serde_json::Value {
+    for e in v["Successful"].as_array_mut().into_iter().flatten() {
+        e.as_object_mut().unwrap().remove("MessageId");
+    }
+    v
+}
+
+/// SendMessageBatch and DeleteMessageBatch are decoded into typed structs
+/// first and fall back to the general decoder for any other shape; the
+/// answer must be the same either way. An unknown top-level key forces the
+/// general path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_batches_answer_the_same_on_the_typed_and_the_general_path() {
+    let (gw, _) = setup().await;
+    let (_, created) = json_call(&gw, "CreateQueue", r#"{"QueueName":"typed"}"#).await;
+    let url = created["QueueUrl"].as_str().unwrap().to_owned();
+    let send = |entries: &str, extra: &str| format!(r#"{{"QueueUrl":"{url}","Entries":[{entries}]{extra}}}"#);
+
+    let cases = [
+        // Escapes in bodies, delays, attributes: typed.
+        r#"{"Id":"a","MessageBody":"quote \" newline \n \u00e9 \ud83d\ude00"},{"Id":"b","MessageBody":"x","DelaySeconds":0,"MessageAttributes":{"k":{"DataType":"String","StringValue":"v"}}}"#,
+        // What only the general path reads: a numeric Id, a delay as text,
+        // an unknown key in an entry.
+        r#"{"Id":7,"MessageBody":"n"},{"Id":"s","MessageBody":"t","DelaySeconds":"0"},{"Id":"u","MessageBody":"u","Unknown":1}"#,
+        // Per-entry failures beside a success.
+        r#"{"Id":"ok","MessageBody":"fine"},{"Id":"nobody"},{"Id":"bad","MessageBody":"x","MessageSystemAttributes":{"Nope":{"DataType":"String","StringValue":"v"}}}"#,
+        // Whole-call errors.
+        "",
+        r#"{"Id":"same","MessageBody":"1"},{"Id":"same","MessageBody":"2"}"#,
+        r#"{"Id":"has space","MessageBody":"1"}"#,
+        r#"{"MessageBody":"no id"}"#,
+    ];
+    for entries in cases {
+        let (s1, typed) = json_call(&gw, "SendMessageBatch", &send(entries, "")).await;
+        let (s2, general) = json_call(&gw, "SendMessageBatch", &send(entries, r#","Extra":true"#)).await;
+        assert_eq!(s1, s2, "{entries}");
+        assert_eq!(without_message_ids(typed), without_message_ids(general), "{entries}");
+    }
+
+    // Receive what was sent and delete it in two batches, one per path, each
+    // with a receipt handle that is not valid.
+    let receive = format!(r#"{{"QueueUrl":"{url}","MaxNumberOfMessages":10,"VisibilityTimeout":60}}"#);
+    let mut handles = Vec::new();
+    loop {
+        let (_, got) = json_call(&gw, "ReceiveMessage", &receive).await;
+        let Some(messages) = got["Messages"].as_array() else { break };
+        handles.extend(messages.iter().map(|m| m["ReceiptHandle"].as_str().unwrap().to_owned()));
+    }
+    assert!(handles.len() >= 4, "{handles:?}");
+    let delete = |hs: &[String], extra: &str| {
+        let mut entries: Vec<String> =
+            hs.iter().enumerate().map(|(i, h)| format!(r#"{{"Id":"d{i}","ReceiptHandle":"{h}"}}"#)).collect();
+        entries.push(r#"{"Id":"stale","ReceiptHandle":"not-a-handle"}"#.to_owned());
+        format!(r#"{{"QueueUrl":"{url}","Entries":[{}]{extra}}}"#, entries.join(","))
+    };
+    let (s1, typed) = json_call(&gw, "DeleteMessageBatch", &delete(&handles[..2], "")).await;
+    let (s2, general) = json_call(&gw, "DeleteMessageBatch", &delete(&handles[2..4], r#","Extra":1"#)).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(typed, general);
+    assert_eq!(typed["Successful"].as_array().unwrap().len(), 2);
+    assert_eq!(typed["Failed"][0]["Code"], "ReceiptHandleIsInvalid");
+}

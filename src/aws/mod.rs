@@ -182,6 +182,14 @@ impl<S: Storage> AwsService<S> {
             _ => parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip().to_canonical().to_string()),
         };
 
+        if protocol == Protocol::Json {
+            let action = json_target(&parts.headers).and_then(|t| t.strip_prefix("AmazonSQS."));
+            if let Some(action) = action {
+                if let Some(result) = sqs::execute_typed(&self.engine, action, &body, &sender).await {
+                    return answer(protocol, action, result, &rid);
+                }
+            }
+        }
         let decoded = match protocol {
             Protocol::Json => decode_json(&parts.headers, &body),
             Protocol::Query => decode_query(parts.uri.path(), parts.uri.query(), &body),
@@ -191,23 +199,37 @@ impl<S: Storage> AwsService<S> {
             Err(f) => return render_failure(protocol, &f, &rid),
         };
         let call = sqs::Call { action: &action, input: &input, host: &host, sender };
-        match sqs::execute(&self.engine, call).await {
-            Ok(output) => match protocol {
-                Protocol::Json => {
-                    respond(StatusCode::OK, "application/x-amz-json-1.0", json::to_string(&output), &rid)
-                }
-                Protocol::Query => {
-                    respond(StatusCode::OK, "text/xml", sqs::to_xml(&action, &output, &rid), &rid)
-                }
-            },
-            Err(e) => {
-                if matches!(e, QueueError::Internal(_)) {
-                    tracing::error!(action = %action, error = %e, "queue action failed");
-                }
-                render_failure(protocol, &Failure::from(e), &rid)
+        let result = sqs::execute(&self.engine, call).await;
+        answer(protocol, &action, result, &rid)
+    }
+}
+
+/// The HTTP answer to an action's result.
+fn answer(
+    protocol: Protocol,
+    action: &str,
+    result: Result<Value, QueueError>,
+    rid: &str,
+) -> Response<GatewayBody> {
+    match result {
+        Ok(output) => match protocol {
+            Protocol::Json => {
+                respond(StatusCode::OK, "application/x-amz-json-1.0", json::to_string(&output), rid)
             }
+            Protocol::Query => respond(StatusCode::OK, "text/xml", sqs::to_xml(action, &output, rid), rid),
+        },
+        Err(e) => {
+            if matches!(e, QueueError::Internal(_)) {
+                tracing::error!(action = %action, error = %e, "queue action failed");
+            }
+            render_failure(protocol, &Failure::from(e), rid)
         }
     }
+}
+
+/// The `X-Amz-Target` header of a JSON-protocol request.
+fn json_target(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get("x-amz-target").and_then(|v| v.to_str().ok())
 }
 
 /// The access key named in a SigV4 `Authorization` header.
@@ -218,7 +240,7 @@ fn sigv4_access_key(headers: &http::HeaderMap) -> Option<String> {
 }
 
 fn decode_json(headers: &http::HeaderMap, body: &[u8]) -> Result<(String, Value), Failure> {
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let target = json_target(headers).unwrap_or("");
     let action = target.strip_prefix("AmazonSQS.").ok_or_else(|| {
         Failure::new(
             StatusCode::BAD_REQUEST,
