@@ -186,7 +186,7 @@ impl<S: Storage> AwsService<S> {
             let action = json_target(&parts.headers).and_then(|t| t.strip_prefix("AmazonSQS."));
             if let Some(action) = action {
                 if let Some(result) = sqs::execute_typed(&self.engine, action, &body, &sender).await {
-                    return answer(protocol, action, result, &rid);
+                    return answer(protocol, action, result.map(sqs::Output::Value), &rid);
                 }
             }
         }
@@ -208,15 +208,15 @@ impl<S: Storage> AwsService<S> {
 fn answer(
     protocol: Protocol,
     action: &str,
-    result: Result<Value, QueueError>,
+    result: Result<sqs::Output, QueueError>,
     rid: &str,
 ) -> Response<GatewayBody> {
     match result {
         Ok(output) => match protocol {
-            Protocol::Json => {
-                respond(StatusCode::OK, "application/x-amz-json-1.0", json::to_string(&output), rid)
+            Protocol::Json => respond(StatusCode::OK, "application/x-amz-json-1.0", output.to_json(), rid),
+            Protocol::Query => {
+                respond(StatusCode::OK, "text/xml", sqs::to_xml(action, &output.into_value(), rid), rid)
             }
-            Protocol::Query => respond(StatusCode::OK, "text/xml", sqs::to_xml(action, &output, rid), rid),
         },
         Err(e) => {
             if matches!(e, QueueError::Internal(_)) {

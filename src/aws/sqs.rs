@@ -9,6 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::json as json_text;
 use super::query::Xml;
 use crate::queue::message::{AttributeValue, Attributes};
 use crate::queue::storage::Storage;
@@ -499,8 +500,127 @@ pub async fn execute_typed<S: Storage>(
     }
 }
 
-/// Runs one action; the output is the AWS JSON response body.
-pub async fn execute<S: Storage>(engine: &Arc<QueueEngine<S>>, call: Call<'_>) -> Result<Value, QueueError> {
+/// An action's output.
+pub enum Output {
+    /// The AWS JSON answer as a value (most actions).
+    Value(Value),
+    /// `ReceiveMessage`'s messages. They are most of a busy queue's answer
+    /// bytes, and are written into the JSON answer directly rather than
+    /// through a `Value` (which copied every body and built a map per
+    /// message, to free it right after).
+    Messages(Vec<ReceivedMessage>),
+}
+
+impl Output {
+    /// The answer as a value (what the Query protocol renders as XML).
+    pub fn into_value(self) -> Value {
+        match self {
+            Output::Value(v) => v,
+            Output::Messages(m) if m.is_empty() => json!({}),
+            Output::Messages(m) => {
+                json!({ "Messages": m.into_iter().map(message_output).collect::<Vec<_>>() })
+            }
+        }
+    }
+
+    /// The AWS JSON answer: the same text as `json_text::to_string(&self.into_value())`.
+    pub fn to_json(&self) -> String {
+        match self {
+            Output::Value(v) => json_text::to_string(v),
+            Output::Messages(m) => messages_json(m),
+        }
+    }
+}
+
+/// `{"Messages":[…]}` (or `{}`) written as [`message_output`]'s values
+/// serialise: keys in the same (sorted) order, strings escaped alike.
+fn messages_json(messages: &[ReceivedMessage]) -> String {
+    if messages.is_empty() {
+        return "{}".to_owned();
+    }
+    let size: usize = messages.iter().map(|m| m.body.len() + m.receipt_handle.len() + 200).sum();
+    let mut out = String::with_capacity(size + 16);
+    out.push_str("{\"Messages\":[");
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        if !m.system_attributes.is_empty() {
+            out.push_str("\"Attributes\":{");
+            for (k, (name, value)) in m.system_attributes.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                json_text::push_str(&mut out, name);
+                out.push(':');
+                json_text::push_str(&mut out, value);
+            }
+            out.push_str("},");
+        }
+        out.push_str("\"Body\":");
+        json_text::push_str(&mut out, &m.body);
+        out.push_str(",\"MD5OfBody\":");
+        json_text::push_str(&mut out, &m.md5_of_body);
+        if let Some(md5) = &m.md5_of_attributes {
+            out.push_str(",\"MD5OfMessageAttributes\":");
+            json_text::push_str(&mut out, md5);
+            out.push_str(",\"MessageAttributes\":{");
+            for (k, (name, v)) in m.attributes.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                json_text::push_str(&mut out, name);
+                out.push_str(":{");
+                if let Some(b) = &v.binary_value {
+                    out.push_str("\"BinaryValue\":");
+                    json_text::push_str(&mut out, &base64::engine::general_purpose::STANDARD.encode(b));
+                    out.push(',');
+                }
+                out.push_str("\"DataType\":");
+                json_text::push_str(&mut out, &v.data_type);
+                if let Some(s) = &v.string_value {
+                    out.push_str(",\"StringValue\":");
+                    json_text::push_str(&mut out, s);
+                }
+                out.push('}');
+            }
+            out.push('}');
+        }
+        out.push_str(",\"MessageId\":");
+        json_text::push_str(&mut out, &m.message_id);
+        out.push_str(",\"ReceiptHandle\":");
+        json_text::push_str(&mut out, &m.receipt_handle);
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Runs one action.
+pub async fn execute<S: Storage>(engine: &Arc<QueueEngine<S>>, call: Call<'_>) -> Result<Output, QueueError> {
+    if call.action == "ReceiveMessage" {
+        let input = call.input;
+        let q = queue(engine, input)?;
+        let mut system = string_list(input, "AttributeNames")?;
+        system.extend(string_list(input, "MessageSystemAttributeNames")?);
+        let req = ReceiveRequest {
+            max: number(input, "MaxNumberOfMessages")?,
+            visibility_timeout: number(input, "VisibilityTimeout")?,
+            wait_seconds: number(input, "WaitTimeSeconds")?,
+            system_attribute_names: system,
+            attribute_names: string_list(input, "MessageAttributeNames")?,
+        };
+        return Ok(Output::Messages(engine.receive(&q, &req).await?));
+    }
+    execute_value(engine, call).await.map(Output::Value)
+}
+
+/// Runs an action whose output is a value.
+async fn execute_value<S: Storage>(
+    engine: &Arc<QueueEngine<S>>,
+    call: Call<'_>,
+) -> Result<Value, QueueError> {
     let input = call.input;
     let url = |name: &str| engine.url(call.host, name);
     match call.action {
@@ -567,24 +687,6 @@ pub async fn execute<S: Storage>(engine: &Arc<QueueEngine<S>>, call: Call<'_>) -
             let entries = batch_entries(input)?;
             let body_len = |e: &Value| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len);
             send_batch(engine, &q, entries, body_len, |e| send_request(e, &call.sender)).await
-        }
-        "ReceiveMessage" => {
-            let q = queue(engine, input)?;
-            let mut system = string_list(input, "AttributeNames")?;
-            system.extend(string_list(input, "MessageSystemAttributeNames")?);
-            let req = ReceiveRequest {
-                max: number(input, "MaxNumberOfMessages")?,
-                visibility_timeout: number(input, "VisibilityTimeout")?,
-                wait_seconds: number(input, "WaitTimeSeconds")?,
-                system_attribute_names: system,
-                attribute_names: string_list(input, "MessageAttributeNames")?,
-            };
-            let messages = engine.receive(&q, &req).await?;
-            Ok(if messages.is_empty() {
-                json!({})
-            } else {
-                json!({ "Messages": messages.into_iter().map(message_output).collect::<Vec<_>>() })
-            })
         }
         "DeleteMessage" => {
             let q = queue(engine, input)?;
@@ -873,4 +975,85 @@ pub fn error_xml(code: &str, fault: &str, message: &str, request_id: &str) -> St
     x.text("RequestId", request_id);
     x.raw("</ErrorResponse>");
     x.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(body: &str, name: &str, text: &str) -> ReceivedMessage {
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            name.to_owned(),
+            AttributeValue {
+                data_type: "String".into(),
+                string_value: Some(text.into()),
+                binary_value: None,
+            },
+        );
+        attributes.insert(
+            "bin".into(),
+            AttributeValue {
+                data_type: "Binary.x".into(),
+                string_value: None,
+                binary_value: Some(vec![0, 255, 7]),
+            },
+        );
+        ReceivedMessage {
+            message_id: "id".into(),
+            receipt_handle: "handle/+=".into(),
+            md5_of_body: "0123".into(),
+            body: body.into(),
+            system_attributes: [
+                ("SentTimestamp".to_owned(), "1".to_owned()),
+                (name.to_owned(), text.to_owned()),
+            ]
+            .into(),
+            attributes,
+            md5_of_attributes: Some("4567".into()),
+        }
+    }
+
+    fn bare(body: &str) -> ReceivedMessage {
+        ReceivedMessage {
+            message_id: "m".into(),
+            receipt_handle: "r".into(),
+            md5_of_body: "5".into(),
+            body: body.into(),
+            system_attributes: BTreeMap::new(),
+            attributes: Attributes::new(),
+            md5_of_attributes: None,
+        }
+    }
+
+    /// What the `Value` path writes, to compare the direct writer with.
+    fn via_value(messages: Vec<ReceivedMessage>) -> String {
+        json_text::to_string(&Output::Messages(messages).into_value())
+    }
+
+    #[test]
+    fn received_messages_are_written_as_their_values_serialise() {
+        for messages in [
+            vec![],
+            vec![bare("plain")],
+            vec![message("quote \" newline \n é 😀", "a\u{1}b", "v\\w"), bare(""), message("x", "z", "")],
+        ] {
+            let direct = Output::Messages(messages.clone()).to_json();
+            assert_eq!(direct, via_value(messages));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_received_message_is_written_as_its_value_serialises(
+            body in "\\PC*|[\\x00-\\x7f]*",
+            name in "\\PC{0,8}",
+            text in ".*",
+            with_attributes in any::<bool>(),
+        ) {
+            let m = if with_attributes { message(&body, &name, &text) } else { bare(&body) };
+            prop_assert_eq!(Output::Messages(vec![m.clone()]).to_json(), via_value(vec![m]));
+        }
+    }
 }

@@ -299,14 +299,15 @@ pub fn message_id(seq: i64, salt: u64) -> String {
 pub fn uuid_text(x: u128) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'-'; 36];
-    let mut digit = 0;
-    for (i, c) in text.iter_mut().enumerate() {
-        if !matches!(i, 8 | 13 | 18 | 23) {
-            *c = DIGITS[((x >> (124 - 4 * digit)) & 0xf) as usize];
-            digit += 1;
-        }
+    let mut at = 0;
+    for (i, b) in x.to_be_bytes().into_iter().enumerate() {
+        // Hyphens before bytes 4, 6, 8 and 10.
+        at += usize::from(matches!(i, 4 | 6 | 8 | 10));
+        text[at] = DIGITS[usize::from(b >> 4)];
+        text[at + 1] = DIGITS[usize::from(b & 0xf)];
+        at += 2;
     }
-    String::from_utf8_lossy(&text).into_owned()
+    String::from_utf8(text.to_vec()).expect("hex digits and hyphens are ASCII")
 }
 
 /// A bijective 64-bit mixer (splitmix64's finaliser).
