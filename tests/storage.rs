@@ -109,3 +109,52 @@ async fn the_wal_stays_bounded_under_sustained_commits() {
     let rows: i64 = db.query_row(&format!("SELECT COUNT(*) FROM m{}", q.id), [], |r| r.get(0)).unwrap();
     assert_eq!(rows, n);
 }
+
+/// Replies go to a task on the calling thread's runtime (one batch per
+/// commit). A thread whose runtime is dropped and replaced must still get
+/// its replies, as must a thread outside any runtime.
+#[test]
+fn replies_reach_callers_across_runtimes_and_outside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    for round in 0..3 {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let name = format!("q{round}");
+            let call = storage.create_queue(&name, QueueAttributes::defaults(false), BTreeMap::new(), 0);
+            let q = tokio::time::timeout(Duration::from_secs(10), call).await.expect("a reply").unwrap();
+            assert_eq!(q.name, name);
+        });
+    }
+    // No runtime on this thread: replies come straight from the writer.
+    let sent = futures_executor_free::block_on(storage.send(1, vec![message("m")]));
+    assert_eq!(sent.unwrap().len(), 1);
+}
+
+/// A minimal executor for the no-runtime case (the test must not enter a
+/// tokio runtime to poll the call).
+mod futures_executor_free {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    pub fn block_on<F: Future>(f: F) -> F::Output {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
+        }
+    }
+}
