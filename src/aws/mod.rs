@@ -186,7 +186,7 @@ impl<S: Storage> AwsService<S> {
             let action = json_target(&parts.headers).and_then(|t| t.strip_prefix("AmazonSQS."));
             if let Some(action) = action {
                 if let Some(result) = sqs::execute_typed(&self.engine, action, &body, &sender).await {
-                    return answer(protocol, action, result.map(sqs::Output::Value), &rid);
+                    return answer(protocol, action, result, &rid);
                 }
             }
         }

@@ -250,15 +250,15 @@ fn parse_entries<E: Entry, T>(
 }
 
 /// The answer of a batch whose successful entries carry only their `Id`.
-fn ids_answer(ids: Vec<String>, results: Vec<Result<(), QueueError>>, mut failures: Vec<Value>) -> Value {
+fn ids_answer(ids: Vec<String>, results: Vec<Result<(), QueueError>>, mut failures: Vec<Value>) -> Output {
     let mut successful = Vec::new();
     for (id, r) in ids.into_iter().zip(results) {
         match r {
-            Ok(()) => successful.push(json!({ "Id": id })),
+            Ok(()) => successful.push(Success { id, sent: None }),
             Err(e) => failures.push(failed(&id, &e)),
         }
     }
-    json!({ "Successful": successful, "Failed": failures })
+    Output::Batch { successful, failed: failures }
 }
 
 fn failed(id: &str, e: &QueueError) -> Value {
@@ -358,7 +358,7 @@ async fn send_batch<S: Storage, E: Entry>(
     entries: &[E],
     body_len: impl Fn(&E) -> usize,
     request: impl Fn(&E) -> Result<SendRequest, QueueError>,
-) -> Result<Value, QueueError> {
+) -> Result<Output, QueueError> {
     let limit = q.attributes().max_message_size as usize;
     let total: usize = entries.iter().map(body_len).sum();
     if total > limit {
@@ -371,15 +371,11 @@ async fn send_batch<S: Storage, E: Entry>(
     let mut successful = Vec::new();
     for (id, r) in ids.into_iter().zip(results) {
         match r {
-            Ok(r) => {
-                let mut m = send_output(&r);
-                m.insert("Id".into(), json!(id));
-                successful.push(Value::Object(m));
-            }
+            Ok(r) => successful.push(Success { id, sent: Some(r) }),
             Err(e) => failures.push(failed(&id, &e)),
         }
     }
-    Ok(json!({ "Successful": successful, "Failed": failures }))
+    Ok(Output::Batch { successful, failed: failures })
 }
 
 /// The JSON protocol's two batch actions that carry most of a busy queue's
@@ -473,7 +469,7 @@ pub async fn execute_typed<S: Storage>(
     action: &str,
     body: &[u8],
     sender: &Option<String>,
-) -> Option<Result<Value, QueueError>> {
+) -> Option<Result<Output, QueueError>> {
     match action {
         "SendMessageBatch" => {
             let input: SendBatchInput = serde_json::from_slice(body).ok()?;
@@ -509,6 +505,17 @@ pub enum Output {
     /// through a `Value` (which copied every body and built a map per
     /// message, to free it right after).
     Messages(Vec<ReceivedMessage>),
+    /// A batch's answer: its successful entries and its `Failed` ones.
+    /// Written directly too (the send and delete batches are two of the
+    /// three calls per ten messages).
+    Batch { successful: Vec<Success>, failed: Vec<Value> },
+}
+
+/// A batch entry that succeeded.
+pub struct Success {
+    id: String,
+    /// `SendMessageBatch`: what was sent. Other batches answer the `Id` only.
+    sent: Option<crate::queue::SendResult>,
 }
 
 impl Output {
@@ -520,6 +527,20 @@ impl Output {
             Output::Messages(m) => {
                 json!({ "Messages": m.into_iter().map(message_output).collect::<Vec<_>>() })
             }
+            Output::Batch { successful, failed } => {
+                let successful: Vec<Value> = successful
+                    .into_iter()
+                    .map(|s| match s.sent {
+                        Some(r) => {
+                            let mut m = send_output(&r);
+                            m.insert("Id".into(), json!(s.id));
+                            Value::Object(m)
+                        }
+                        None => json!({ "Id": s.id }),
+                    })
+                    .collect();
+                json!({ "Successful": successful, "Failed": failed })
+            }
         }
     }
 
@@ -528,8 +549,52 @@ impl Output {
         match self {
             Output::Value(v) => json_text::to_string(v),
             Output::Messages(m) => messages_json(m),
+            Output::Batch { successful, failed } => batch_json(successful, failed),
         }
     }
+}
+
+/// `{"Failed":[…],"Successful":[…]}` written as [`Output::into_value`]'s
+/// value serialises (keys sorted, as the value's maps keep them).
+fn batch_json(successful: &[Success], failed: &[Value]) -> String {
+    let mut out = String::with_capacity(40 + successful.len() * 160);
+    out.push_str("{\"Failed\":[");
+    for (i, f) in failed.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_text::to_string(f));
+    }
+    out.push_str("],\"Successful\":[");
+    for (i, s) in successful.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"Id\":");
+        json_text::push_str(&mut out, &s.id);
+        if let Some(r) = &s.sent {
+            let mut field = |key: &str, value: &str| {
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":");
+                json_text::push_str(&mut out, value);
+            };
+            if let Some(md5) = &r.md5_of_attributes {
+                field("MD5OfMessageAttributes", md5);
+            }
+            field("MD5OfMessageBody", &r.md5_of_body);
+            if let Some(md5) = &r.md5_of_system_attributes {
+                field("MD5OfMessageSystemAttributes", md5);
+            }
+            field("MessageId", &r.message_id);
+            if let Some(n) = &r.sequence_number {
+                field("SequenceNumber", n);
+            }
+        }
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
 }
 
 /// `{"Messages":[…]}` (or `{}`) written as [`message_output`]'s values
@@ -686,7 +751,8 @@ async fn execute_value<S: Storage>(
             let q = queue(engine, input)?;
             let entries = batch_entries(input)?;
             let body_len = |e: &Value| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len);
-            send_batch(engine, &q, entries, body_len, |e| send_request(e, &call.sender)).await
+            let output = send_batch(engine, &q, entries, body_len, |e| send_request(e, &call.sender)).await?;
+            Ok(output.into_value())
         }
         "DeleteMessage" => {
             let q = queue(engine, input)?;
@@ -699,7 +765,7 @@ async fn execute_value<S: Storage>(
             let (ids, handles, failures) =
                 parse_entries(batch_entries(input)?, |e| required(e, "ReceiptHandle"))?;
             let results = engine.delete(&q, &handles).await?;
-            Ok(ids_answer(ids, results, failures))
+            Ok(ids_answer(ids, results, failures).into_value())
         }
         "ChangeMessageVisibility" => {
             let q = queue(engine, input)?;
@@ -724,7 +790,7 @@ async fn execute_value<S: Storage>(
                 Ok((h, t))
             })?;
             let results = engine.change_visibility(&q, &changes).await?;
-            Ok(ids_answer(ids, results, failures))
+            Ok(ids_answer(ids, results, failures).into_value())
         }
         "TagQueue" => {
             let q = queue(engine, input)?;
@@ -1044,7 +1110,60 @@ mod tests {
         }
     }
 
+    fn sent(id: &str, attrs: bool, system: bool, fifo: bool) -> Success {
+        let r = crate::queue::SendResult {
+            message_id: format!("mid-{id}"),
+            md5_of_body: "b".repeat(32),
+            md5_of_attributes: attrs.then(|| "a".repeat(32)),
+            md5_of_system_attributes: system.then(|| "s".repeat(32)),
+            sequence_number: fifo.then(|| "18".to_owned()),
+        };
+        Success { id: id.to_owned(), sent: Some(r) }
+    }
+
+    /// What the `Value` path writes for a batch answer.
+    fn batch_via_value(successful: Vec<Success>, failed: Vec<Value>) -> String {
+        json_text::to_string(&Output::Batch { successful, failed }.into_value())
+    }
+
+    #[test]
+    fn batch_answers_are_written_as_their_values_serialise() {
+        let failure = || failed("bad\"id", &QueueError::invalid_parameter("why \n not"));
+        // Successes are made by a function: `Success` is not `Clone`.
+        type Case = (fn() -> Vec<Success>, Vec<Value>);
+        let cases: Vec<Case> = vec![
+            (Vec::new, vec![]),
+            (|| vec![sent("0", false, false, false), sent("1", true, true, true)], vec![]),
+            (|| vec![sent("a", true, false, false), sent("b", false, true, false)], vec![failure()]),
+            (
+                || vec![Success { id: "x".into(), sent: None }, Success { id: "y\u{1}".into(), sent: None }],
+                vec![],
+            ),
+            (Vec::new, vec![failure(), failure()]),
+        ];
+        for (successful, failed) in cases {
+            let direct = Output::Batch { successful: successful(), failed: failed.clone() }.to_json();
+            assert_eq!(direct, batch_via_value(successful(), failed));
+        }
+    }
+
     proptest! {
+        #[test]
+        fn any_batch_answer_is_written_as_its_value_serialises(
+            entries in proptest::collection::vec(("\\PC{0,12}", any::<[bool; 4]>()), 0..12),
+        ) {
+            let make = || -> Vec<Success> {
+                entries
+                    .iter()
+                    .map(|(id, [send, attrs, system, fifo])| {
+                        if *send { sent(id, *attrs, *system, *fifo) } else { Success { id: id.clone(), sent: None } }
+                    })
+                    .collect()
+            };
+            let direct = Output::Batch { successful: make(), failed: vec![] }.to_json();
+            prop_assert_eq!(direct, batch_via_value(make(), vec![]));
+        }
+
         #[test]
         fn any_received_message_is_written_as_its_value_serialises(
             body in "\\PC*|[\\x00-\\x7f]*",

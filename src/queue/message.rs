@@ -198,7 +198,12 @@ pub fn validate_body(body: &str) -> Result<(), QueueError> {
 
 /// MD5 of a body, as hex.
 pub fn md5_hex(data: &[u8]) -> String {
-    hex(&Md5::digest(data))
+    hex(&md5(data))
+}
+
+/// The MD5 digest of `data`.
+pub fn md5(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
 }
 
 /// `MD5OfMessageAttributes`: names sorted; for each, `len32(name) name
@@ -232,12 +237,9 @@ pub fn attributes_md5(attrs: &Attributes) -> Option<String> {
 
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
+    let text: Vec<u8> =
+        bytes.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]).collect();
+    String::from_utf8(text).expect("hex digits are ASCII")
 }
 
 /// Which received message a client may delete or change: the queue, the

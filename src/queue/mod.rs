@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 use attributes::{QueueAttributes, RedriveAllow};
 pub use error::QueueError;
-use message::{attributes_md5, md5_hex, Attributes, ReceiptHandle};
+use message::{attributes_md5, Attributes, ReceiptHandle};
 pub use moves::MoveTaskInfo;
 use storage::{
     Counts, Deleted, Delivered, Event, NewMessage, QueueId, QueueRecord, ReceiveOptions, Redrive, Sent,
@@ -623,7 +623,7 @@ impl<S: Storage> QueueEngine<S> {
             (req.group_id.clone(), None)
         };
         let delay = req.delay_seconds.unwrap_or(attrs.delay);
-        let md5_body = md5_hex(req.body.as_bytes());
+        let md5_body = message::md5(req.body.as_bytes());
         let md5_attrs = attributes_md5(&req.attributes);
         let md5_system = req.trace_header.as_ref().map(|t| system_attributes_md5(t));
         let stored = StoredAttributes { a: req.attributes, trace: req.trace_header };
@@ -631,7 +631,7 @@ impl<S: Storage> QueueEngine<S> {
             .then(|| serde_json::to_vec(&stored).unwrap_or_default());
         let msg = NewMessage {
             body: req.body,
-            body_md5: to16(&md5_body),
+            body_md5: md5_body,
             attributes: blob,
             attributes_md5: md5_attrs.as_deref().map(to16),
             delay_ms: u64::from(delay) * 1000,
@@ -641,7 +641,7 @@ impl<S: Storage> QueueEngine<S> {
         };
         let result = SendResult {
             message_id: String::new(),
-            md5_of_body: md5_body,
+            md5_of_body: message::hex(&md5_body),
             md5_of_attributes: md5_attrs,
             md5_of_system_attributes: md5_system,
             sequence_number: None,
