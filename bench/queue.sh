@@ -8,8 +8,9 @@
 #      CONSUMERS tasks ReceiveMessage (10, long poll) + DeleteMessageBatch;
 #      end-to-end messages/s (deleted), p50/p99 per call, send → receive.
 #   2. latency: open-loop SendMessage at RATE requests/s over 64
-#      connections; p50/p99 from each request's intended start (a server
-#      that falls behind is cut off after 1.5 × the duration: "unsent").
+#      connections; p50/p99 from each request's intended start when the
+#      server held it back, else from when it was sent (a server that
+#      falls behind is cut off after 1.5 × the duration: "unsent").
 #   3. backlog (gatehouse only): fill one queue with BACKLOG messages, RSS
 #      after the fill (and peak), then kill -9 and restart on the same data
 #      directory: seconds until the queue answers with its backlog counted

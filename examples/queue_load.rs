@@ -10,8 +10,8 @@
 //! # producers SendMessageBatch (10 × 1 KiB), consumers ReceiveMessage
 //! # (10, long poll) + DeleteMessageBatch, for 20 s:
 //! queue_load throughput --endpoint http://127.0.0.1:9324 --duration 20
-//! # open-loop SendMessage at a fixed rate; latency from the intended start
-//! # (no coordinated omission):
+//! # open-loop SendMessage at a fixed rate; a request the server held back
+//! # is timed from its intended start (no coordinated omission):
 //! queue_load latency --rate 2000 --duration 20
 //! # fill a queue with a million 1 KiB messages:
 //! queue_load fill --queue backlog --count 1000000
