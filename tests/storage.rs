@@ -127,13 +127,13 @@ fn replies_reach_callers_across_runtimes_and_outside_them() {
         });
     }
     // No runtime on this thread: replies come straight from the writer.
-    let sent = futures_executor_free::block_on(storage.send(1, vec![message("m")]));
+    let sent = no_runtime::block_on(storage.send(1, vec![message("m")]));
     assert_eq!(sent.unwrap().len(), 1);
 }
 
 /// A minimal executor for the no-runtime case (the test must not enter a
 /// tokio runtime to poll the call).
-mod futures_executor_free {
+mod no_runtime {
     use std::future::Future;
     use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};

@@ -149,8 +149,15 @@ impl Entry for Value {
     }
 }
 
+/// A batch's entries once [`check_batch`] accepted them, with their ids
+/// (read once, in order).
+struct Checked<'e, E> {
+    entries: &'e [E],
+    ids: Vec<String>,
+}
+
 /// A request's `Entries`, checked with [`check_batch`].
-fn batch_entries(input: &Value) -> Result<&[Value], QueueError> {
+fn batch_entries(input: &Value) -> Result<Checked<'_, Value>, QueueError> {
     let entries = match field(input, "Entries") {
         Some(Value::Array(e)) => e,
         None => {
@@ -160,12 +167,11 @@ fn batch_entries(input: &Value) -> Result<&[Value], QueueError> {
         }
         Some(_) => return Err(QueueError::invalid_parameter("Entries must be a list.")),
     };
-    check_batch(entries)?;
-    Ok(entries)
+    check_batch(entries)
 }
 
 /// Checks a batch's shape: 1–10 entries with distinct, well-formed ids.
-fn check_batch<E: Entry>(entries: &[E]) -> Result<(), QueueError> {
+fn check_batch<E: Entry>(entries: &[E]) -> Result<Checked<'_, E>, QueueError> {
     if entries.is_empty() {
         return Err(QueueError::EmptyBatchRequest(
             "There should be at least one entry in the request.".into(),
@@ -194,7 +200,7 @@ fn check_batch<E: Entry>(entries: &[E]) -> Result<(), QueueError> {
         }
         seen.push(id);
     }
-    Ok(())
+    Ok(Checked { entries, ids: seen })
 }
 
 fn send_request(v: &Value, sender: &Option<String>) -> Result<SendRequest, QueueError> {
@@ -229,15 +235,13 @@ fn trace_header(system: Attributes) -> Result<Option<String>, QueueError> {
 /// `Failed` answers of the others.
 type ParsedEntries<T> = (Vec<String>, Vec<T>, Vec<Value>);
 
-/// Parses each batch entry with `parse`. An entry without an `Id` fails the
-/// whole call.
-fn parse_entries<E: Entry, T>(
-    entries: &[E],
+/// Parses each checked batch entry with `parse`.
+fn parse_entries<E, T>(
+    batch: Checked<'_, E>,
     parse: impl Fn(&E) -> Result<T, QueueError>,
-) -> Result<ParsedEntries<T>, QueueError> {
+) -> ParsedEntries<T> {
     let (mut ids, mut items, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    for e in entries {
-        let id = e.id()?;
+    for (e, id) in batch.entries.iter().zip(batch.ids) {
         match parse(e) {
             Ok(x) => {
                 ids.push(id);
@@ -246,7 +250,7 @@ fn parse_entries<E: Entry, T>(
             Err(err) => failures.push(failed(&id, &err)),
         }
     }
-    Ok((ids, items, failures))
+    (ids, items, failures)
 }
 
 /// The answer of a batch whose successful entries carry only their `Id`.
@@ -352,21 +356,21 @@ fn paginate(names: Vec<String>, input: &Value) -> Result<(Vec<String>, Option<St
 
 /// `SendMessageBatch` on checked entries: `body_len` gives each entry's
 /// body size (for the batch's size limit), `request` its message.
-async fn send_batch<S: Storage, E: Entry>(
+async fn send_batch<S: Storage, E>(
     engine: &QueueEngine<S>,
     q: &Queue,
-    entries: &[E],
+    batch: Checked<'_, E>,
     body_len: impl Fn(&E) -> usize,
     request: impl Fn(&E) -> Result<SendRequest, QueueError>,
 ) -> Result<Output, QueueError> {
     let limit = q.attributes().max_message_size as usize;
-    let total: usize = entries.iter().map(body_len).sum();
+    let total: usize = batch.entries.iter().map(body_len).sum();
     if total > limit {
         return Err(QueueError::BatchRequestTooLong(format!(
             "Batch requests cannot be longer than {limit} bytes. You have sent {total} bytes."
         )));
     }
-    let (ids, requests, mut failures) = parse_entries(entries, request)?;
+    let (ids, requests, mut failures) = parse_entries(batch, request);
     let results = if requests.is_empty() { Vec::new() } else { engine.send(q, requests).await? };
     let mut successful = Vec::new();
     for (id, r) in ids.into_iter().zip(results) {
@@ -388,11 +392,11 @@ async fn send_batch<S: Storage, E: Entry>(
 /// answer or error is the general path's in every case.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendBatchInput<'a> {
+struct BatchInput<'a, E> {
     #[serde(rename = "QueueUrl", borrow)]
     queue_url: Cow<'a, str>,
-    #[serde(rename = "Entries", borrow)]
-    entries: Vec<SendEntry<'a>>,
+    #[serde(rename = "Entries")]
+    entries: Vec<E>,
 }
 
 #[derive(Deserialize)]
@@ -439,15 +443,6 @@ impl SendEntry<'_> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeleteBatchInput<'a> {
-    #[serde(rename = "QueueUrl", borrow)]
-    queue_url: Cow<'a, str>,
-    #[serde(rename = "Entries", borrow)]
-    entries: Vec<DeleteEntry<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DeleteEntry<'a> {
     #[serde(rename = "Id", borrow)]
     id: Cow<'a, str>,
@@ -472,21 +467,21 @@ pub async fn execute_typed<S: Storage>(
 ) -> Option<Result<Output, QueueError>> {
     match action {
         "SendMessageBatch" => {
-            let input: SendBatchInput = serde_json::from_slice(body).ok()?;
+            let input: BatchInput<SendEntry> = serde_json::from_slice(body).ok()?;
             let run = async {
                 let q = engine.queue_from_url(&input.queue_url)?;
-                check_batch(&input.entries)?;
-                send_batch(engine, &q, &input.entries, |e| e.body.len(), |e| e.request(sender)).await
+                let batch = check_batch(&input.entries)?;
+                send_batch(engine, &q, batch, |e| e.body.len(), |e| e.request(sender)).await
             };
             Some(run.await)
         }
         "DeleteMessageBatch" => {
-            let input: DeleteBatchInput = serde_json::from_slice(body).ok()?;
+            let input: BatchInput<DeleteEntry> = serde_json::from_slice(body).ok()?;
             let run = async {
                 let q = engine.queue_from_url(&input.queue_url)?;
-                check_batch(&input.entries)?;
+                let batch = check_batch(&input.entries)?;
                 let (ids, handles, failures) =
-                    parse_entries(&input.entries, |e| Ok(e.receipt_handle.as_ref().to_owned()))?;
+                    parse_entries(batch, |e| Ok(e.receipt_handle.as_ref().to_owned()));
                 let results = engine.delete(&q, &handles).await?;
                 Ok(ids_answer(ids, results, failures))
             };
@@ -749,9 +744,9 @@ async fn execute_value<S: Storage>(
         }
         "SendMessageBatch" => {
             let q = queue(engine, input)?;
-            let entries = batch_entries(input)?;
+            let batch = batch_entries(input)?;
             let body_len = |e: &Value| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len);
-            let output = send_batch(engine, &q, entries, body_len, |e| send_request(e, &call.sender)).await?;
+            let output = send_batch(engine, &q, batch, body_len, |e| send_request(e, &call.sender)).await?;
             Ok(output.into_value())
         }
         "DeleteMessage" => {
@@ -763,7 +758,7 @@ async fn execute_value<S: Storage>(
         "DeleteMessageBatch" => {
             let q = queue(engine, input)?;
             let (ids, handles, failures) =
-                parse_entries(batch_entries(input)?, |e| required(e, "ReceiptHandle"))?;
+                parse_entries(batch_entries(input)?, |e| required(e, "ReceiptHandle"));
             let results = engine.delete(&q, &handles).await?;
             Ok(ids_answer(ids, results, failures).into_value())
         }
@@ -788,7 +783,7 @@ async fn execute_value<S: Storage>(
                     )
                 })?;
                 Ok((h, t))
-            })?;
+            });
             let results = engine.change_visibility(&q, &changes).await?;
             Ok(ids_answer(ids, results, failures).into_value())
         }
