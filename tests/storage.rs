@@ -79,6 +79,110 @@ async fn in_flight_messages_become_visible_again_after_a_restart() {
     assert_eq!(again.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), vec!["b"]);
 }
 
+/// Rows in the partial index `m<id>_late`: those with a visibility time.
+fn late_rows(dir: &std::path::Path, queue: i64) -> i64 {
+    let db = rusqlite::Connection::open(dir.join("queues.db")).unwrap();
+    db.query_row(&format!("SELECT COUNT(*) FROM m{queue} INDEXED BY m{queue}_late WHERE vis > 0"), [], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// Receives until `n` messages came back (visibility timeouts and delays
+/// run out on the writer's clock; there is no event to wait for here).
+async fn receive_n(storage: &SqliteStorage, queue: i64, n: usize) -> Vec<(String, u32)> {
+    let opts = ReceiveOptions { max: 10, visibility_ms: 60_000, redrive: None };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(std::time::Instant::now() < deadline, "only {got:?} came back");
+        let batch = storage.receive(queue, opts).await.unwrap().messages;
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        got.extend(batch.into_iter().map(|m| (m.body, m.receive_count)));
+    }
+    got.sort();
+    got
+}
+
+#[tokio::test]
+async fn fresh_messages_stay_out_of_the_index_until_they_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
+    let delayed = NewMessage { delay_ms: 300, ..message("d") };
+    storage.send(q.id, vec![message("a"), message("b"), message("c"), delayed]).await.unwrap();
+    // Only the delayed message has a visibility time.
+    assert_eq!(late_rows(dir.path(), q.id), 1);
+    let c = storage.counts(q.id).await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.delayed), (3, 0, 1));
+
+    let short = ReceiveOptions { max: 10, visibility_ms: 200, redrive: None };
+    let first = storage.receive(q.id, short).await.unwrap().messages;
+    assert_eq!(first.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    let c = storage.counts(q.id).await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.delayed), (0, 3, 1));
+
+    // The visibility timeouts run out: those rows become late and come
+    // back, as does the delayed one; a message sent after them is fresh.
+    let again = receive_n(&storage, q.id, 4).await;
+    let expect = [("a", 2), ("b", 2), ("c", 2), ("d", 1)].map(|(b, n)| (b.to_owned(), n));
+    assert_eq!(again, expect);
+    assert_eq!(late_rows(dir.path(), q.id), 4);
+    storage.send(q.id, vec![message("e")]).await.unwrap();
+    assert_eq!(receive_n(&storage, q.id, 1).await, [("e".to_owned(), 1)]);
+    let c = storage.counts(q.id).await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.delayed), (0, 5, 0));
+}
+
+/// Data directories made before fresh rows existed: every row has a
+/// visibility time and the index `m<id>_vis` covers all of them.
+#[tokio::test]
+async fn a_store_with_the_earlier_full_index_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
+    storage.send(q.id, (0..5).map(|i| message(&format!("m{i}"))).collect()).await.unwrap();
+    let delayed = NewMessage { delay_ms: 3_600_000, ..message("later") };
+    storage.send(q.id, vec![delayed]).await.unwrap();
+    storage.close();
+    drop(storage);
+    {
+        // Rewrite the store into the earlier layout.
+        let db = rusqlite::Connection::open(dir.path().join("queues.db")).unwrap();
+        let id = q.id;
+        let sent_ms = "((seq >> 20) + 1704067200000)";
+        db.execute_batch(&format!(
+            "DROP INDEX m{id}_late;
+             UPDATE m{id} SET vis = {sent_ms} WHERE vis = 0;
+             CREATE INDEX m{id}_vis ON m{id} (vis, seq);"
+        ))
+        .unwrap();
+    }
+
+    let storage = open(dir.path());
+    let c = storage.counts(q.id).await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.delayed), (5, 0, 1));
+    let got = receive_n(&storage, q.id, 5).await;
+    assert_eq!(got.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3", "m4"]);
+    // New messages are fresh rows beside the migrated late ones.
+    storage.send(q.id, vec![message("new")]).await.unwrap();
+    assert_eq!(receive_n(&storage, q.id, 1).await, [("new".to_owned(), 1)]);
+    storage.close();
+    drop(storage);
+    let db = rusqlite::Connection::open(dir.path().join("queues.db")).unwrap();
+    let indexes: Vec<String> = db
+        .prepare(&format!("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'm{}'", q.id))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, [format!("m{}_late", q.id)]);
+    assert_eq!(late_rows(dir.path(), q.id), 6);
+}
+
 #[tokio::test]
 async fn the_wal_stays_bounded_under_sustained_commits() {
     let dir = tempfile::tempdir().unwrap();

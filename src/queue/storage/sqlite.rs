@@ -8,7 +8,11 @@
 //!   sequence number, which encodes its send time (milliseconds since 2024
 //!   shifted left 20 bits, plus a counter), so retention is a range delete on
 //!   the primary key and the oldest message is `MIN(seq)`. `vis` is when the
-//!   message (next) becomes visible, indexed with `seq`.
+//!   message (next) becomes visible, or 0 for a *fresh* row: one sent
+//!   without a delay and never returned by a visibility timeout, visible
+//!   since it was sent. Only *late* rows (`vis > 0`) are in the partial
+//!   index `m<id>_late (vis, seq)`, so the common exchange (a send without
+//!   delay, a receive, a delete) never touches an index.
 //! - FIFO queues also have `g<id>` (each message group and its head, the
 //!   lowest `seq` of the group) and `d<id>` (deduplication ids and when they
 //!   expire).
@@ -19,11 +23,15 @@
 //! held by the writer thread, not written per receive: a healthy exchange
 //! (send, receive, delete) writes the row twice, insert and delete. When a
 //! visibility timeout expires the row is updated (receive count, receipt,
-//! and for standard queues a new `vis` just after the scan position). The
-//! in-flight set is bounded by [`MAX_IN_FLIGHT`] per queue, as in SQS. A
-//! standard queue is scanned forward from a cursor in `(vis, seq)` order, so
-//! receives never re-read messages already handed out. A crash forgets the
-//! in-flight set: those messages become visible again (at-least-once).
+//! and for standard queues a new `vis` just after the late scan position, so
+//! the row becomes late). The in-flight set is bounded by [`MAX_IN_FLIGHT`]
+//! per queue, as in SQS. A standard queue is scanned forward from two
+//! cursors: late rows in `(vis, seq)` order through the partial index, then
+//! fresh rows in `seq` order through the table itself. Fresh rows are only
+//! ever added with a new, higher `seq` (moved messages keep their `seq` and
+//! arrive late), so neither scan re-reads messages already handed out. A
+//! crash forgets the in-flight set: those messages become visible again
+//! (at-least-once).
 //!
 //! # Durability
 //!
@@ -376,7 +384,8 @@ struct InFlight {
 /// FIFO queues (whose `g<id>` and `d<id>` tables they name).
 struct HotSql {
     insert: String,
-    scan: String,
+    scan_late: String,
+    scan_fresh: String,
     delete: String,
     dedup_lookup: String,
     dedup_insert: String,
@@ -392,9 +401,14 @@ impl HotSql {
                 "INSERT INTO m{queue} (seq, vis, body, body_md5, attrs, attrs_md5, grp, dedup, sender)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ),
-            scan: format!(
+            // `vis > 0` lets SQLite use the partial index `m<id>_late`.
+            scan_late: format!(
                 "SELECT seq, vis, body, body_md5, attrs, attrs_md5, rc, frt, grp, dedup, sender FROM m{queue}
-                 WHERE (vis, seq) > (?1, ?2) AND vis <= ?3 ORDER BY vis, seq LIMIT ?4"
+                 WHERE vis > 0 AND (vis, seq) > (?1, ?2) AND vis <= ?3 ORDER BY vis, seq LIMIT ?4"
+            ),
+            scan_fresh: format!(
+                "SELECT seq, vis, body, body_md5, attrs, attrs_md5, rc, frt, grp, dedup, sender FROM m{queue}
+                 WHERE seq > ?1 AND vis = 0 ORDER BY seq LIMIT ?2"
             ),
             delete: format!("DELETE FROM m{queue} WHERE seq = ?1"),
             dedup_lookup: format!("SELECT seq, expires FROM d{queue} WHERE dedup = ?1"),
@@ -417,8 +431,12 @@ struct QState {
     fifo: bool,
     /// Messages stored (all states).
     total: u64,
-    /// Standard queues: the last `(vis, seq)` handed out by a scan.
+    /// Standard queues: the last `(vis, seq)` of a late row (one with a
+    /// visibility time) handed out by a scan.
     cursor: (i64, i64),
+    /// Standard queues: the last `seq` of a fresh row (`vis = 0`) handed
+    /// out by a scan.
+    fresh: i64,
     in_flight: HashMap<i64, InFlight, BuildHasherDefault<SeqHasher>>,
     /// FIFO: groups with messages in flight, and how many.
     locked: HashMap<String, u32>,
@@ -544,10 +562,23 @@ impl Writer {
                 .query_row(&format!("SELECT MAX(seq) FROM m{id}"), [], |r| r.get(0))
                 .map_err(sql_err)?;
             self.last_seq = self.last_seq.max(max.unwrap_or(0));
+            // Databases made before fresh rows existed index every row by
+            // `vis`: their rows all carry a visibility time, so they are
+            // late rows, and the partial index holds them all.
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN;
+                     DROP INDEX IF EXISTS m{id}_vis;
+                     CREATE INDEX IF NOT EXISTS m{id}_late ON m{id} (vis, seq) WHERE vis > 0;
+                     COMMIT;"
+                ))
+                .map_err(sql_err)?;
             // Delayed messages need a wake-up when they become visible.
             let next_delayed: Option<i64> = self
                 .conn
-                .query_row(&format!("SELECT MIN(vis) FROM m{id} WHERE vis > ?1"), [now], |r| r.get(0))
+                .query_row(&format!("SELECT MIN(vis) FROM m{id} WHERE vis > 0 AND vis > ?1"), [now], |r| {
+                    r.get(0)
+                })
                 .map_err(sql_err)?;
             if let Some(at) = next_delayed {
                 self.wakeups.push(Reverse((at, id)));
@@ -561,6 +592,7 @@ impl Writer {
                     fifo,
                     total: total as u64,
                     cursor: (i64::MIN, i64::MIN),
+                    fresh: i64::MIN,
                     in_flight: HashMap::default(),
                     locked: HashMap::new(),
                 },
@@ -782,7 +814,7 @@ impl Writer {
                  sender TEXT,
                  src INTEGER
              );
-             CREATE INDEX m{id}_vis ON m{id} (vis, seq);"
+             CREATE INDEX m{id}_late ON m{id} (vis, seq) WHERE vis > 0;"
         );
         if attributes.fifo {
             ddl.push_str(&format!(
@@ -803,6 +835,7 @@ impl Writer {
                 fifo: record.attributes.fifo,
                 total: 0,
                 cursor: (i64::MIN, i64::MIN),
+                fresh: i64::MIN,
                 in_flight: HashMap::default(),
                 locked: HashMap::new(),
             },
@@ -860,6 +893,7 @@ impl Writer {
         q.in_flight.clear();
         q.locked.clear();
         q.cursor = (i64::MIN, i64::MIN);
+        q.fresh = i64::MIN;
         Ok(())
     }
 
@@ -897,7 +931,8 @@ impl Writer {
                 }
             }
             let seq = self.next_seq(now);
-            let vis = now + m.delay_ms as i64;
+            // Fresh rows (visible from the start) stay out of the late index.
+            let vis = if m.delay_ms > 0 { now + m.delay_ms as i64 } else { 0 };
             self.conn
                 .prepare_cached(&self.state_ref(queue)?.sql.insert)
                 .and_then(|mut st| {
@@ -965,27 +1000,39 @@ impl Writer {
     ) -> Result<Received, StorageError> {
         let mut out = Vec::with_capacity(max);
         let mut dead_lettered = 0;
-        while out.len() < max {
-            let cursor = self.state(queue)?.cursor;
-            let want = (max - out.len()) as i64;
-            let rows =
-                self.select_rows(&self.state_ref(queue)?.sql.scan, params![cursor.0, cursor.1, now, want])?;
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
-                self.state(queue)?.cursor = (row.vis, row.seq);
-                if self.state(queue)?.in_flight.contains_key(&row.seq) {
-                    continue;
+        // Late rows first: they have waited (a delay, or a visibility
+        // timeout that ran out) and are older than what the fresh scan finds.
+        for late in [true, false] {
+            while out.len() < max {
+                let q = self.state_ref(queue)?;
+                let want = (max - out.len()) as i64;
+                let rows = if late {
+                    self.select_rows(&q.sql.scan_late, params![q.cursor.0, q.cursor.1, now, want])?
+                } else {
+                    self.select_rows(&q.sql.scan_fresh, params![q.fresh, want])?
+                };
+                if rows.is_empty() {
+                    break;
                 }
-                if let Some(r) = opts.redrive {
-                    if row.rc >= r.max_receives {
-                        self.move_row(queue, r.dead_letter_queue, row.seq, Some(queue), now)?;
-                        dead_lettered += 1;
+                for row in rows {
+                    let q = self.state(queue)?;
+                    if late {
+                        q.cursor = (row.vis, row.seq);
+                    } else {
+                        q.fresh = row.seq;
+                    }
+                    if q.in_flight.contains_key(&row.seq) {
                         continue;
                     }
+                    if let Some(r) = opts.redrive {
+                        if row.rc >= r.max_receives {
+                            self.move_row(queue, r.dead_letter_queue, row.seq, Some(queue), now)?;
+                            dead_lettered += 1;
+                            continue;
+                        }
+                    }
+                    out.push(self.hand_out(queue, row, opts.visibility_ms, now)?);
                 }
-                out.push(self.hand_out(queue, row, opts.visibility_ms, now)?);
             }
         }
         Ok(Received { messages: out, dead_lettered })
@@ -1196,7 +1243,7 @@ impl Writer {
     fn counts(&mut self, queue: QueueId, now: i64) -> Result<Counts, StorageError> {
         let delayed: i64 = self
             .conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM m{queue} WHERE vis > ?1"))
+            .prepare_cached(&format!("SELECT COUNT(*) FROM m{queue} WHERE vis > 0 AND vis > ?1"))
             .and_then(|mut st| st.query_row([now], |r| r.get(0)))
             .map_err(sql_err)?;
         let oldest: Option<i64> = self
