@@ -635,10 +635,12 @@ impl Writer {
         self.last_now
     }
 
-    fn next_seq(&mut self, now: i64) -> i64 {
+    /// The next sequence number after `last` (a field of the writer, passed
+    /// alone so a prepared statement may hold `conn` meanwhile).
+    fn next_seq(last: &mut i64, now: i64) -> i64 {
         let base = (now - EPOCH_MS).max(0) << SEQ_SHIFT;
-        self.last_seq = (self.last_seq + 1).max(base);
-        self.last_seq
+        *last = (*last + 1).max(base);
+        *last
     }
 
     fn run(mut self, jobs: mpsc::Receiver<Envelope>) {
@@ -702,7 +704,7 @@ impl Writer {
         match committed {
             Ok(()) => {
                 deliver(done);
-                for ev in self.pending.drain(..) {
+                for ev in coalesce(&mut self.pending) {
                     let _ = self.events.send(ev);
                 }
             }
@@ -903,10 +905,10 @@ impl Writer {
         messages: Vec<NewMessage>,
         now: i64,
     ) -> Result<Vec<Sent>, StorageError> {
-        let (fifo, scope_group) = {
-            let q = self.state(queue)?;
-            (q.fifo, q.record.attributes.deduplication_scope == "messageGroup")
-        };
+        let q = self.state_ref(queue)?;
+        let (fifo, scope_group) = (q.fifo, q.record.attributes.deduplication_scope == "messageGroup");
+        // Looked up once per batch: the statement cache hashes the SQL text.
+        let mut insert = self.conn.prepare_cached(&q.sql.insert).map_err(sql_err)?;
         let mut out = Vec::with_capacity(messages.len());
         let mut visible_now = 0u32;
         for m in messages {
@@ -930,24 +932,21 @@ impl Writer {
                     }
                 }
             }
-            let seq = self.next_seq(now);
+            let seq = Self::next_seq(&mut self.last_seq, now);
             // Fresh rows (visible from the start) stay out of the late index.
             let vis = if m.delay_ms > 0 { now + m.delay_ms as i64 } else { 0 };
-            self.conn
-                .prepare_cached(&self.state_ref(queue)?.sql.insert)
-                .and_then(|mut st| {
-                    st.execute(params![
-                        seq,
-                        vis,
-                        m.body,
-                        &m.body_md5[..],
-                        m.attributes,
-                        m.attributes_md5.as_ref().map(|d| &d[..]),
-                        m.group_id,
-                        m.dedup_id,
-                        m.sender
-                    ])
-                })
+            insert
+                .execute(params![
+                    seq,
+                    vis,
+                    m.body,
+                    &m.body_md5[..],
+                    m.attributes,
+                    m.attributes_md5.as_ref().map(|d| &d[..]),
+                    m.group_id,
+                    m.dedup_id,
+                    m.sender
+                ])
                 .map_err(sql_err)?;
             if fifo {
                 if let Some(key) = &dedup_key {
@@ -961,7 +960,7 @@ impl Writer {
                     .and_then(|mut st| st.execute(params![m.group_id.as_deref().unwrap_or(""), seq]))
                     .map_err(sql_err)?;
             }
-            self.state(queue)?.total += 1;
+            self.queues.get_mut(&queue).ok_or(StorageError::NoQueue)?.total += 1;
             if m.delay_ms > 0 {
                 self.wakeups.push(Reverse((vis, queue)));
             } else {
@@ -1150,7 +1149,10 @@ impl Writer {
     }
 
     fn delete(&mut self, queue: QueueId, handles: Vec<(i64, u64)>) -> Result<Vec<Deleted>, StorageError> {
-        let fifo = self.state(queue)?.fifo;
+        let q = self.state_ref(queue)?;
+        let fifo = q.fifo;
+        // Looked up once per batch: the statement cache hashes the SQL text.
+        let mut delete = self.conn.prepare_cached(&q.sql.delete).map_err(sql_err)?;
         let mut out = Vec::with_capacity(handles.len());
         for (seq, nonce) in handles {
             let q = self.queues.get_mut(&queue).ok_or(StorageError::NoQueue)?;
@@ -1160,11 +1162,7 @@ impl Writer {
                     if let Some(g) = &f.group {
                         unlock(q, g);
                     }
-                    let n = self
-                        .conn
-                        .prepare_cached(&q.sql.delete)
-                        .and_then(|mut st| st.execute([seq]))
-                        .map_err(sql_err)?;
+                    let n = delete.execute([seq]).map_err(sql_err)?;
                     if n == 0 {
                         out.push(Deleted::Stale);
                         continue;
@@ -1194,7 +1192,7 @@ impl Writer {
                     }
                 }
             };
-            let q = self.state(queue)?;
+            let q = self.queues.get_mut(&queue).ok_or(StorageError::NoQueue)?;
             q.total = q.total.saturating_sub(1);
             if fifo {
                 if let Some(g) = group {
@@ -1364,7 +1362,7 @@ impl Writer {
     }
 
     /// Recomputes a FIFO group's head after messages left it.
-    fn fix_group_head(&mut self, queue: QueueId, group: &str) -> Result<(), StorageError> {
+    fn fix_group_head(&self, queue: QueueId, group: &str) -> Result<(), StorageError> {
         let head: Option<i64> = self
             .conn
             .prepare_cached(&format!("SELECT MIN(seq) FROM m{queue} WHERE grp = ?1"))
@@ -1553,6 +1551,19 @@ fn deliver(done: Vec<(Completion, Option<Mailbox>)>) {
     }
 }
 
+/// One event per queue for a commit's arrivals (the waiters' task is woken
+/// once per event sent, and a commit often holds many sends to one queue).
+fn coalesce(pending: &mut Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    for Event::Visible { queue, count } in pending.drain(..) {
+        match out.iter_mut().find(|Event::Visible { queue: q, .. }| *q == queue) {
+            Some(Event::Visible { count: c, .. }) => *c = c.saturating_add(count),
+            None => out.push(Event::Visible { queue, count }),
+        }
+    }
+    out
+}
+
 fn fail(job: Job, err: &StorageError) {
     fn e<T>(err: &StorageError) -> Result<T, StorageError> {
         Err(err.clone())
@@ -1569,5 +1580,39 @@ fn fail(job: Job, err: &StorageError) {
         Job::Visibility { reply, .. } => drop(reply.send(e(err))),
         Job::Counts { reply, .. } => drop(reply.send(e(err))),
         Job::Move { reply, .. } => drop(reply.send(e(err))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commits_arrivals_make_one_event_per_queue() {
+        let mut pending = vec![
+            Event::Visible { queue: 1, count: 10 },
+            Event::Visible { queue: 2, count: 1 },
+            Event::Visible { queue: 1, count: 10 },
+            Event::Visible { queue: 1, count: u32::MAX },
+        ];
+        let out = coalesce(&mut pending);
+        assert!(pending.is_empty());
+        assert_eq!(
+            out,
+            [Event::Visible { queue: 1, count: u32::MAX }, Event::Visible { queue: 2, count: 1 }]
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_rise_and_encode_the_send_time() {
+        let mut last = 0;
+        let now = EPOCH_MS + 5_000;
+        let a = Writer::next_seq(&mut last, now);
+        let b = Writer::next_seq(&mut last, now);
+        assert!(b > a);
+        assert_eq!(sent_ms_of(a), now);
+        // A clock step backwards never reuses a number.
+        let c = Writer::next_seq(&mut last, now - 1_000);
+        assert!(c > b);
     }
 }
