@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -120,8 +121,20 @@ async fn sigkill_loses_no_acknowledged_message_and_resurrects_no_deleted_one() {
         }
     }
 
-    // Restart once more and take everything that is left.
+    // Restart once more and take everything that is left. After a restart
+    // nothing is in flight, so the count is of visible messages only; it
+    // was committed with the messages and must match what is there.
     let mut run = launch(dir.path()).await;
+    let counted = run
+        .client
+        .get_queue_attributes()
+        .queue_url(&run.url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    let counted: usize =
+        counted.attributes().unwrap()[&QueueAttributeName::ApproximateNumberOfMessages].parse().unwrap();
     let mut remaining = HashSet::new();
     loop {
         let got = run
@@ -141,6 +154,7 @@ async fn sigkill_loses_no_acknowledged_message_and_resurrects_no_deleted_one() {
         }
     }
     run.child.start_kill().unwrap();
+    assert_eq!(counted, remaining.len(), "the count after the last restart");
 
     let sends = acked_sends.lock().unwrap();
     let deletes = acked_deletes.lock().unwrap();

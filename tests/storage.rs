@@ -137,7 +137,8 @@ async fn fresh_messages_stay_out_of_the_index_until_they_come_back() {
 }
 
 /// Data directories made before fresh rows existed: every row has a
-/// visibility time and the index `m<id>_vis` covers all of them.
+/// visibility time, the index `m<id>_vis` covers all of them, and there is
+/// no `counts` table.
 #[tokio::test]
 async fn a_store_with_the_earlier_full_index_is_migrated_at_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,7 +157,8 @@ async fn a_store_with_the_earlier_full_index_is_migrated_at_open() {
         db.execute_batch(&format!(
             "DROP INDEX m{id}_late;
              UPDATE m{id} SET vis = {sent_ms} WHERE vis = 0;
-             CREATE INDEX m{id}_vis ON m{id} (vis, seq);"
+             CREATE INDEX m{id}_vis ON m{id} (vis, seq);
+             DROP TABLE counts;"
         ))
         .unwrap();
     }
@@ -181,6 +183,44 @@ async fn a_store_with_the_earlier_full_index_is_migrated_at_open() {
         .unwrap();
     assert_eq!(indexes, [format!("m{}_late", q.id)]);
     assert_eq!(late_rows(dir.path(), q.id), 6);
+    assert_eq!(stored_total(dir.path(), q.id), 7);
+}
+
+/// The `counts` table's total for a queue.
+fn stored_total(dir: &std::path::Path, queue: i64) -> i64 {
+    let db = rusqlite::Connection::open(dir.join("queues.db")).unwrap();
+    db.query_row("SELECT total FROM counts WHERE queue = ?1", [queue], |r| r.get(0)).unwrap()
+}
+
+/// A restart reads each queue's count from the store (committed with the
+/// messages) instead of counting rows, which on a cold page cache reads
+/// every body of a deep queue.
+#[tokio::test]
+async fn message_counts_are_committed_with_the_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let attrs = QueueAttributes::defaults(false);
+    let q = storage.create_queue("q", attrs.clone(), BTreeMap::new(), 0).await.unwrap();
+    let dlq = storage.create_queue("dlq", attrs, BTreeMap::new(), 0).await.unwrap();
+    storage.send(q.id, (0..20).map(|i| message(&format!("m{i}"))).collect()).await.unwrap();
+    let opts = ReceiveOptions { max: 5, visibility_ms: 60_000, redrive: None };
+    let got = storage.receive(q.id, opts).await.unwrap().messages;
+    storage.delete(q.id, got.iter().map(|m| (m.seq, m.nonce)).collect()).await.unwrap();
+    assert_eq!(storage.move_messages(q.id, Some(dlq.id), 3).await.unwrap(), 3);
+    storage.close();
+    drop(storage);
+    assert_eq!((stored_total(dir.path(), q.id), stored_total(dir.path(), dlq.id)), (12, 3));
+
+    // A count that disagrees with the rows shows it is read, not recounted.
+    let db = rusqlite::Connection::open(dir.path().join("queues.db")).unwrap();
+    db.execute("UPDATE counts SET total = 1000 WHERE queue = ?1", [q.id]).unwrap();
+    drop(db);
+    let storage = open(dir.path());
+    assert_eq!(storage.counts(q.id).await.unwrap().visible, 1000);
+    storage.purge(q.id).await.unwrap();
+    storage.close();
+    drop(storage);
+    assert_eq!(stored_total(dir.path(), q.id), 0);
 }
 
 #[tokio::test]

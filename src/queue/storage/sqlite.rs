@@ -431,6 +431,8 @@ struct QState {
     fifo: bool,
     /// Messages stored (all states).
     total: u64,
+    /// `total` as the `counts` table holds it in this transaction.
+    saved_total: u64,
     /// Standard queues: the last `(vis, seq)` of a late row (one with a
     /// visibility time) handed out by a scan.
     cursor: (i64, i64),
@@ -472,6 +474,8 @@ struct Writer {
     wakeups: BinaryHeap<Reverse<(i64, QueueId)>>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
     pending: Vec<Event>,
+    /// Queues whose `total` may have changed in this transaction.
+    touched: Vec<QueueId>,
     next_sweep: i64,
 }
 
@@ -495,6 +499,7 @@ impl Writer {
              PRAGMA cache_size = -{};
              PRAGMA temp_store = MEMORY;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS counts (queue INTEGER PRIMARY KEY, total INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS queues (
                  id INTEGER PRIMARY KEY,
                  name TEXT NOT NULL UNIQUE,
@@ -540,6 +545,7 @@ impl Writer {
             wakeups: BinaryHeap::new(),
             events,
             pending: Vec::new(),
+            touched: Vec::new(),
             next_sweep: 0,
         };
         w.load()?;
@@ -553,10 +559,7 @@ impl Writer {
         let now = self.now();
         for record in records {
             let id = record.id;
-            let total: i64 = self
-                .conn
-                .query_row(&format!("SELECT COUNT(*) FROM m{id}"), [], |r| r.get(0))
-                .map_err(sql_err)?;
+            let total = self.stored_total(id)?;
             let max: Option<i64> = self
                 .conn
                 .query_row(&format!("SELECT MAX(seq) FROM m{id}"), [], |r| r.get(0))
@@ -590,13 +593,61 @@ impl Writer {
                     record,
                     sql: HotSql::new(id),
                     fifo,
-                    total: total as u64,
+                    total,
+                    saved_total: total,
                     cursor: (i64::MIN, i64::MIN),
                     fresh: i64::MIN,
                     in_flight: HashMap::default(),
                     locked: HashMap::new(),
                 },
             );
+        }
+        Ok(())
+    }
+
+    /// A queue's message count as committed with its messages. Stores made
+    /// before the `counts` table count the rows once (a scan of the whole
+    /// table, which on a cold page cache reads every body).
+    fn stored_total(&self, queue: QueueId) -> Result<u64, StorageError> {
+        let stored: Option<i64> = self
+            .conn
+            .query_row("SELECT total FROM counts WHERE queue = ?1", [queue], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        let total = match stored {
+            Some(n) => n,
+            None => {
+                let n: i64 = self
+                    .conn
+                    .query_row(&format!("SELECT COUNT(*) FROM m{queue}"), [], |r| r.get(0))
+                    .map_err(sql_err)?;
+                self.conn
+                    .execute("INSERT INTO counts (queue, total) VALUES (?1, ?2)", [queue, n])
+                    .map_err(sql_err)?;
+                n
+            }
+        };
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    /// Writes the counts of queues whose `total` changed in this
+    /// transaction, so a restart reads them instead of counting rows.
+    fn save_totals(&mut self) -> Result<(), StorageError> {
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        for queue in std::mem::take(&mut self.touched) {
+            let Some(q) = self.queues.get_mut(&queue) else { continue };
+            if q.total == q.saved_total {
+                continue;
+            }
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO counts (queue, total) VALUES (?1, ?2)
+                     ON CONFLICT (queue) DO UPDATE SET total = excluded.total",
+                )
+                .and_then(|mut st| st.execute(params![queue, q.total as i64]))
+                .map_err(sql_err)?;
+            q.saved_total = q.total;
         }
         Ok(())
     }
@@ -698,7 +749,7 @@ impl Writer {
         }
         let done: Vec<(Completion, Option<Mailbox>)> =
             batch.into_iter().map(|(job, to)| (self.apply(job, now), to)).collect();
-        let committed = timer_result.and_then(|()| {
+        let committed = timer_result.and_then(|()| self.save_totals()).and_then(|()| {
             self.conn.prepare_cached("COMMIT").and_then(|mut st| st.execute([])).map(drop).map_err(sql_err)
         });
         match committed {
@@ -716,6 +767,7 @@ impl Writer {
                 }
                 self.pending.clear();
                 self.expiries.clear();
+                self.touched.clear();
                 if let Err(e) = self.load() {
                     tracing::error!(error = %e, "reloading queue state failed");
                 }
@@ -828,6 +880,7 @@ impl Writer {
             ));
         }
         self.conn.execute_batch(&ddl).map_err(sql_err)?;
+        self.conn.execute("INSERT INTO counts (queue, total) VALUES (?1, 0)", [id]).map_err(sql_err)?;
         let record = QueueRecord { id, name, attributes, tags, created_ms: now, modified_ms: now };
         self.queues.insert(
             id,
@@ -836,6 +889,7 @@ impl Writer {
                 sql: HotSql::new(id),
                 fifo: record.attributes.fifo,
                 total: 0,
+                saved_total: 0,
                 cursor: (i64::MIN, i64::MIN),
                 fresh: i64::MIN,
                 in_flight: HashMap::default(),
@@ -880,6 +934,7 @@ impl Writer {
         }
         self.conn.execute_batch(&ddl).map_err(sql_err)?;
         self.conn.execute("DELETE FROM queues WHERE id = ?1", [queue]).map_err(sql_err)?;
+        self.conn.execute("DELETE FROM counts WHERE queue = ?1", [queue]).map_err(sql_err)?;
         self.queues.remove(&queue);
         Ok(())
     }
@@ -892,6 +947,8 @@ impl Writer {
         }
         let q = self.state(queue)?;
         q.total = 0;
+        self.touched.push(queue);
+        let q = self.state(queue)?;
         q.in_flight.clear();
         q.locked.clear();
         q.cursor = (i64::MIN, i64::MIN);
@@ -971,6 +1028,7 @@ impl Writer {
         if visible_now > 0 {
             self.pending.push(Event::Visible { queue, count: visible_now });
         }
+        self.touched.push(queue);
         Ok(out)
     }
 
@@ -1201,6 +1259,7 @@ impl Writer {
             }
             out.push(Deleted::Yes);
         }
+        self.touched.push(queue);
         Ok(out)
     }
 
@@ -1344,6 +1403,7 @@ impl Writer {
         q.total = q.total.saturating_sub(1);
         q.in_flight.remove(&seq);
         self.state(to)?.total += 1;
+        self.touched.extend([from, to]);
         if to_fifo {
             let g = group.clone().flatten().unwrap_or_default();
             self.conn
@@ -1469,6 +1529,7 @@ impl Writer {
                 continue;
             }
             let mut groups = HashSet::new();
+            self.touched.push(queue);
             {
                 let q = self.state(queue)?;
                 q.total = q.total.saturating_sub(removed.len() as u64);
