@@ -136,6 +136,28 @@ async fn fresh_messages_stay_out_of_the_index_until_they_come_back() {
     assert_eq!((c.visible, c.in_flight, c.delayed), (0, 5, 0));
 }
 
+#[tokio::test]
+async fn fresh_messages_are_found_among_many_late_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
+    let later = |b: &str| NewMessage { delay_ms: 3_600_000, ..message(b) };
+    storage.send(q.id, (0..50).map(|i| later(&format!("late{i}"))).collect()).await.unwrap();
+    let opts = ReceiveOptions { max: 10, visibility_ms: 60_000, redrive: None };
+    let bodies = |got: Vec<gatehouse::queue::storage::Delivered>| -> Vec<String> {
+        got.into_iter().map(|m| m.body).collect()
+    };
+    // Nothing fresh: the scan steps over the late rows and past them.
+    assert!(storage.receive(q.id, opts).await.unwrap().messages.is_empty());
+    storage.send(q.id, vec![message("a")]).await.unwrap();
+    assert_eq!(bodies(storage.receive(q.id, opts).await.unwrap().messages), ["a"]);
+    storage.send(q.id, vec![later("x"), message("b"), later("y"), message("c")]).await.unwrap();
+    assert_eq!(bodies(storage.receive(q.id, opts).await.unwrap().messages), ["b", "c"]);
+    assert!(storage.receive(q.id, opts).await.unwrap().messages.is_empty());
+    let c = storage.counts(q.id).await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.delayed), (0, 3, 52));
+}
+
 /// Data directories made before fresh rows existed: every row has a
 /// visibility time, the index `m<id>_vis` covers all of them, and there is
 /// no `counts` table.

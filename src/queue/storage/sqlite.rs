@@ -4,6 +4,9 @@
 //! # Layout
 //!
 //! - `queues`: one row per queue (attributes and tags as JSON).
+//! - `counts`: each queue's number of messages, updated in the transaction
+//!   that changes it, so opening a store never counts rows (a scan that
+//!   reads every body of a deep queue).
 //! - `m<id>`: a queue's messages. The primary key `seq` is the message's
 //!   sequence number, which encodes its send time (milliseconds since 2024
 //!   shifted left 20 bits, plus a counter), so retention is a range delete on
@@ -29,7 +32,10 @@
 //! cursors: late rows in `(vis, seq)` order through the partial index, then
 //! fresh rows in `seq` order through the table itself. Fresh rows are only
 //! ever added with a new, higher `seq` (moved messages keep their `seq` and
-//! arrive late), so neither scan re-reads messages already handed out. A
+//! arrive late), so neither scan re-reads messages already handed out. The
+//! fresh scan steps over late rows between fresh ones and its cursor moves
+//! past them (to the last `seq` when no fresh row is left), so each late
+//! row is stepped over once, not at every receive. A
 //! crash forgets the in-flight set: those messages become visible again
 //! (at-least-once).
 //!
@@ -1068,9 +1074,10 @@ impl Writer {
                 } else {
                     self.select_rows(&q.sql.scan_fresh, params![q.fresh, want])?
                 };
-                if rows.is_empty() {
+                if rows.is_empty() && late {
                     break;
                 }
+                let exhausted = (rows.len() as i64) < want;
                 for row in rows {
                     let q = self.state(queue)?;
                     if late {
@@ -1089,6 +1096,18 @@ impl Writer {
                         }
                     }
                     out.push(self.hand_out(queue, row, opts.visibility_ms, now)?);
+                }
+                if exhausted {
+                    if !late {
+                        // No fresh row lies past the cursor: move it over the
+                        // late rows the scan stepped across, so the next scan
+                        // does not walk them again (a delay queue's rows are
+                        // all late).
+                        let last = self.last_seq;
+                        let q = self.state(queue)?;
+                        q.fresh = q.fresh.max(last);
+                    }
+                    break;
                 }
             }
         }
