@@ -35,7 +35,10 @@
 //! arrive late), so neither scan re-reads messages already handed out. The
 //! fresh scan steps over late rows between fresh ones and its cursor moves
 //! past them (to the last `seq` when no fresh row is left), so each late
-//! row is stepped over once, not at every receive. A
+//! row is stepped over once, not at every receive; one receive steps over
+//! at most [`FRESH_STEPS`] rows and then wakes a waiter to carry on, so a
+//! deep queue of late rows (a delay queue after a restart) never holds the
+//! writer for long. A
 //! crash forgets the in-flight set: those messages become visible again
 //! (at-least-once).
 //!
@@ -81,6 +84,13 @@ const MAX_BATCH: usize = 2048;
 const PAGE_KIB: u32 = 16;
 /// Rows one retention sweep deletes per queue at most.
 const SWEEP_LIMIT: i64 = 10_000;
+/// Rows one fresh-scan query reads at most.
+const FRESH_CHUNK: i64 = 256;
+/// Rows one receive steps over in the fresh scan at most; a receive that
+/// stops there wakes a waiter to carry on, so no single receive holds the
+/// writer for long (a queue whose rows are mostly late, such as a delay
+/// queue after a restart).
+const FRESH_STEPS: usize = 4096;
 
 /// The send time a sequence number encodes.
 pub fn sent_ms_of(seq: i64) -> i64 {
@@ -412,9 +422,11 @@ impl HotSql {
                 "SELECT seq, vis, body, body_md5, attrs, attrs_md5, rc, frt, grp, dedup, sender FROM m{queue}
                  WHERE vis > 0 AND (vis, seq) > (?1, ?2) AND vis <= ?3 ORDER BY vis, seq LIMIT ?4"
             ),
+            // Late rows are read too (and skipped), so the cursor moves past
+            // them: see `Writer::scan_fresh`.
             scan_fresh: format!(
                 "SELECT seq, vis, body, body_md5, attrs, attrs_md5, rc, frt, grp, dedup, sender FROM m{queue}
-                 WHERE seq > ?1 AND vis = 0 ORDER BY seq LIMIT ?2"
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             ),
             delete: format!("DELETE FROM m{queue} WHERE seq = ?1"),
             dedup_lookup: format!("SELECT seq, expires FROM d{queue} WHERE dedup = ?1"),
@@ -1065,50 +1077,42 @@ impl Writer {
         let mut dead_lettered = 0;
         // Late rows first: they have waited (a delay, or a visibility
         // timeout that ran out) and are older than what the fresh scan finds.
-        for late in [true, false] {
-            while out.len() < max {
-                let q = self.state_ref(queue)?;
-                let want = (max - out.len()) as i64;
-                let rows = if late {
-                    self.select_rows(&q.sql.scan_late, params![q.cursor.0, q.cursor.1, now, want])?
-                } else {
-                    self.select_rows(&q.sql.scan_fresh, params![q.fresh, want])?
-                };
-                if rows.is_empty() && late {
-                    break;
+        while out.len() < max {
+            let q = self.state_ref(queue)?;
+            let want = (max - out.len()) as i64;
+            let rows = self.select_rows(&q.sql.scan_late, params![q.cursor.0, q.cursor.1, now, want])?;
+            let exhausted = (rows.len() as i64) < want;
+            for row in rows {
+                let q = self.state(queue)?;
+                q.cursor = (row.vis, row.seq);
+                if q.in_flight.contains_key(&row.seq) {
+                    continue;
                 }
-                let exhausted = (rows.len() as i64) < want;
-                for row in rows {
-                    let q = self.state(queue)?;
-                    if late {
-                        q.cursor = (row.vis, row.seq);
-                    } else {
-                        q.fresh = row.seq;
-                    }
-                    if q.in_flight.contains_key(&row.seq) {
-                        continue;
-                    }
-                    if let Some(r) = opts.redrive {
-                        if row.rc >= r.max_receives {
-                            self.move_row(queue, r.dead_letter_queue, row.seq, Some(queue), now)?;
-                            dead_lettered += 1;
-                            continue;
-                        }
-                    }
-                    out.push(self.hand_out(queue, row, opts.visibility_ms, now)?);
-                }
-                if exhausted {
-                    if !late {
-                        // No fresh row lies past the cursor: move it over the
-                        // late rows the scan stepped across, so the next scan
-                        // does not walk them again (a delay queue's rows are
-                        // all late).
-                        let last = self.last_seq;
-                        let q = self.state(queue)?;
-                        q.fresh = q.fresh.max(last);
-                    }
-                    break;
-                }
+                self.deliver_row(queue, row, &opts, now, &mut out, &mut dead_lettered)?;
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let mut stepped = 0;
+        while out.len() < max {
+            let (rows, seen, exhausted) = self.scan_fresh(queue, max - out.len())?;
+            stepped += seen;
+            for row in rows {
+                self.deliver_row(queue, row, &opts, now, &mut out, &mut dead_lettered)?;
+            }
+            if exhausted {
+                // No row at all past the cursor: every row up to the last
+                // sequence number handed out is behind it.
+                let last = self.last_seq;
+                let q = self.state(queue)?;
+                q.fresh = q.fresh.max(last);
+                break;
+            }
+            if stepped >= FRESH_STEPS && out.len() < max {
+                // More rows to step over: a waiter comes back for them.
+                self.pending.push(Event::Visible { queue, count: 1 });
+                break;
             }
         }
         Ok(Received { messages: out, dead_lettered })
@@ -1172,24 +1176,61 @@ impl Writer {
 
     fn select_rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, StorageError> {
         let mut st = self.conn.prepare_cached(sql).map_err(sql_err)?;
-        let rows = st
-            .query_map(params, |r| {
-                Ok(Row {
-                    seq: r.get(0)?,
-                    vis: r.get(1)?,
-                    body: r.get(2)?,
-                    body_md5: r.get(3)?,
-                    attrs: r.get(4)?,
-                    attrs_md5: r.get(5)?,
-                    rc: r.get(6)?,
-                    frt: r.get(7)?,
-                    group: r.get(8)?,
-                    dedup: r.get(9)?,
-                    sender: r.get(10)?,
-                })
-            })
-            .map_err(sql_err)?;
+        let rows = st.query_map(params, Row::read).map_err(sql_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+    }
+
+    /// Reads fresh rows after the queue's fresh cursor that are not in
+    /// flight, `want` at most, stepping over late rows (which the late scan
+    /// delivers) and moving the cursor past every row it read. Returns the
+    /// rows, how many rows were read, and whether the table ran out.
+    fn scan_fresh(&mut self, queue: QueueId, want: usize) -> Result<(Vec<Row>, usize, bool), StorageError> {
+        let q = self.queues.get(&queue).ok_or(StorageError::NoQueue)?;
+        let mut cursor = q.fresh;
+        let mut out = Vec::with_capacity(want);
+        let mut seen = 0;
+        {
+            let mut st = self.conn.prepare_cached(&q.sql.scan_fresh).map_err(sql_err)?;
+            let mut rows = st.query(params![cursor, FRESH_CHUNK]).map_err(sql_err)?;
+            while let Some(r) = rows.next().map_err(sql_err)? {
+                seen += 1;
+                let seq: i64 = r.get(0).map_err(sql_err)?;
+                let vis: i64 = r.get(1).map_err(sql_err)?;
+                cursor = seq;
+                if vis != 0 || q.in_flight.contains_key(&seq) {
+                    continue;
+                }
+                out.push(Row::read(r).map_err(sql_err)?);
+                if out.len() == want {
+                    break;
+                }
+            }
+        }
+        let exhausted = out.len() < want && (seen as i64) < FRESH_CHUNK;
+        self.queues.get_mut(&queue).ok_or(StorageError::NoQueue)?.fresh = cursor;
+        Ok((out, seen, exhausted))
+    }
+
+    /// Hands out a row found by a scan, or moves it to the dead-letter queue
+    /// when it has been received too often.
+    fn deliver_row(
+        &mut self,
+        queue: QueueId,
+        row: Row,
+        opts: &ReceiveOptions,
+        now: i64,
+        out: &mut Vec<Delivered>,
+        dead_lettered: &mut u32,
+    ) -> Result<(), StorageError> {
+        if let Some(r) = opts.redrive {
+            if row.rc >= r.max_receives {
+                self.move_row(queue, r.dead_letter_queue, row.seq, Some(queue), now)?;
+                *dead_lettered += 1;
+                return Ok(());
+            }
+        }
+        out.push(self.hand_out(queue, row, opts.visibility_ms, now)?);
+        Ok(())
     }
 
     /// Marks a row in flight and turns it into a delivery.
@@ -1583,6 +1624,25 @@ fn unlock(q: &mut QState, group: &str) {
         if *n == 0 {
             q.locked.remove(group);
         }
+    }
+}
+
+impl Row {
+    /// A row of `HotSql`'s scans (their column order).
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            seq: r.get(0)?,
+            vis: r.get(1)?,
+            body: r.get(2)?,
+            body_md5: r.get(3)?,
+            attrs: r.get(4)?,
+            attrs_md5: r.get(5)?,
+            rc: r.get(6)?,
+            frt: r.get(7)?,
+            group: r.get(8)?,
+            dedup: r.get(9)?,
+            sender: r.get(10)?,
+        })
     }
 }
 
