@@ -125,16 +125,11 @@ async fn sigkill_loses_no_acknowledged_message_and_resurrects_no_deleted_one() {
     // nothing is in flight, so the count is of visible messages only; it
     // was committed with the messages and must match what is there.
     let mut run = launch(dir.path()).await;
-    let counted = run
-        .client
-        .get_queue_attributes()
-        .queue_url(&run.url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .unwrap();
     let counted: usize =
-        counted.attributes().unwrap()[&QueueAttributeName::ApproximateNumberOfMessages].parse().unwrap();
+        queue_attribute(&run.client, &run.url, QueueAttributeName::ApproximateNumberOfMessages)
+            .await
+            .parse()
+            .unwrap();
     let mut remaining = HashSet::new();
     loop {
         let got = run

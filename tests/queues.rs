@@ -336,14 +336,8 @@ async fn delays_per_queue_and_per_message() {
     c.send_message().queue_url(&url).message_body("no-delay").delay_seconds(0).send().await.unwrap();
     let now = c.receive_message().queue_url(&url).max_number_of_messages(10).send().await.unwrap();
     assert_eq!(now.messages().iter().map(|m| m.body().unwrap()).collect::<Vec<_>>(), vec!["no-delay"]);
-    let attrs = c
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(attrs.attributes().unwrap()[&QueueAttributeName::ApproximateNumberOfMessagesDelayed], "1");
+    let delayed = queue_attribute(&c, &url, QueueAttributeName::ApproximateNumberOfMessagesDelayed).await;
+    assert_eq!(delayed, "1");
     // The waiting receive is woken when the delay is over.
     let started = Instant::now();
     let later = c.receive_message().queue_url(&url).wait_time_seconds(10).send().await.unwrap();

@@ -97,15 +97,8 @@ async fn rate_limited_move_tasks_can_be_cancelled_and_redrive_allow_is_enforced(
         t.results()[0].status() == Some("CANCELLED")
     })
     .await;
-    let moved = c
-        .get_queue_attributes()
-        .queue_url(&dest)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .unwrap();
     let n: u32 =
-        moved.attributes().unwrap()[&QueueAttributeName::ApproximateNumberOfMessages].parse().unwrap();
+        queue_attribute(&c, &dest, QueueAttributeName::ApproximateNumberOfMessages).await.parse().unwrap();
     assert!(n < 20, "stopped early, moved {n}");
 
     // A dead-letter queue that denies all sources.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gatehouse::queue::attributes::QueueAttributes;
 use gatehouse::queue::storage::sqlite::{SqliteOptions, SqliteStorage, SyncMode};
-use gatehouse::queue::storage::{NewMessage, ReceiveOptions, Storage};
+use gatehouse::queue::storage::{Delivered, NewMessage, QueueRecord, ReceiveOptions, Storage};
 
 fn open(dir: &std::path::Path) -> SqliteStorage {
     open_with(dir, 64)
@@ -27,6 +27,20 @@ fn message(body: &str) -> NewMessage {
         dedup_id: None,
         sender: None,
     }
+}
+
+/// A message delayed by an hour: a late row for the whole test.
+fn delayed(body: &str) -> NewMessage {
+    NewMessage { delay_ms: 3_600_000, ..message(body) }
+}
+
+/// A standard queue named `q` with the default attributes.
+async fn standard_queue(storage: &SqliteStorage) -> QueueRecord {
+    storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap()
+}
+
+fn bodies(got: Vec<Delivered>) -> Vec<String> {
+    got.into_iter().map(|m| m.body).collect()
 }
 
 #[tokio::test]
@@ -63,7 +77,7 @@ async fn retention_removes_expired_messages_from_the_store() {
 async fn in_flight_messages_become_visible_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
+    let q = standard_queue(&storage).await;
     storage.send(q.id, vec![message("a"), message("b")]).await.unwrap();
     let opts = ReceiveOptions { max: 10, visibility_ms: 3_600_000, redrive: None };
     let got = storage.receive(q.id, opts).await.unwrap().messages;
@@ -110,9 +124,9 @@ async fn receive_n(storage: &SqliteStorage, queue: i64, n: usize) -> Vec<(String
 async fn fresh_messages_stay_out_of_the_index_until_they_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
-    let delayed = NewMessage { delay_ms: 300, ..message("d") };
-    storage.send(q.id, vec![message("a"), message("b"), message("c"), delayed]).await.unwrap();
+    let q = standard_queue(&storage).await;
+    let soon = NewMessage { delay_ms: 300, ..message("d") };
+    storage.send(q.id, vec![message("a"), message("b"), message("c"), soon]).await.unwrap();
     // Only the delayed message has a visibility time.
     assert_eq!(late_rows(dir.path(), q.id), 1);
     let c = storage.counts(q.id).await.unwrap();
@@ -140,18 +154,14 @@ async fn fresh_messages_stay_out_of_the_index_until_they_come_back() {
 async fn fresh_messages_are_found_among_many_late_ones() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
-    let later = |b: &str| NewMessage { delay_ms: 3_600_000, ..message(b) };
-    storage.send(q.id, (0..50).map(|i| later(&format!("late{i}"))).collect()).await.unwrap();
+    let q = standard_queue(&storage).await;
+    storage.send(q.id, (0..50).map(|i| delayed(&format!("late{i}"))).collect()).await.unwrap();
     let opts = ReceiveOptions { max: 10, visibility_ms: 60_000, redrive: None };
-    let bodies = |got: Vec<gatehouse::queue::storage::Delivered>| -> Vec<String> {
-        got.into_iter().map(|m| m.body).collect()
-    };
     // Nothing fresh: the scan steps over the late rows and past them.
     assert!(storage.receive(q.id, opts).await.unwrap().messages.is_empty());
     storage.send(q.id, vec![message("a")]).await.unwrap();
     assert_eq!(bodies(storage.receive(q.id, opts).await.unwrap().messages), ["a"]);
-    storage.send(q.id, vec![later("x"), message("b"), later("y"), message("c")]).await.unwrap();
+    storage.send(q.id, vec![delayed("x"), message("b"), delayed("y"), message("c")]).await.unwrap();
     assert_eq!(bodies(storage.receive(q.id, opts).await.unwrap().messages), ["b", "c"]);
     assert!(storage.receive(q.id, opts).await.unwrap().messages.is_empty());
     let c = storage.counts(q.id).await.unwrap();
@@ -164,9 +174,8 @@ async fn fresh_messages_are_found_among_many_late_ones() {
 async fn a_receive_steps_over_a_bounded_number_of_late_rows() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
-    let later = |b: &str| NewMessage { delay_ms: 3_600_000, ..message(b) };
-    storage.send(q.id, (0..10_000).map(|i| later(&format!("late{i}"))).collect()).await.unwrap();
+    let q = standard_queue(&storage).await;
+    storage.send(q.id, (0..10_000).map(|i| delayed(&format!("late{i}"))).collect()).await.unwrap();
     storage.send(q.id, vec![message("fresh")]).await.unwrap();
     drop(storage);
     // After a restart the fresh scan starts from the beginning again.
@@ -180,7 +189,7 @@ async fn a_receive_steps_over_a_bounded_number_of_late_rows() {
             break got;
         }
     };
-    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["fresh"]);
+    assert_eq!(bodies(got), ["fresh"]);
     // 10,000 late rows at most 4,096 per receive: the third call finds it.
     assert_eq!(calls, 3);
 }
@@ -192,10 +201,9 @@ async fn a_receive_steps_over_a_bounded_number_of_late_rows() {
 async fn a_store_with_the_earlier_full_index_is_migrated_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
+    let q = standard_queue(&storage).await;
     storage.send(q.id, (0..5).map(|i| message(&format!("m{i}"))).collect()).await.unwrap();
-    let delayed = NewMessage { delay_ms: 3_600_000, ..message("later") };
-    storage.send(q.id, vec![delayed]).await.unwrap();
+    storage.send(q.id, vec![delayed("later")]).await.unwrap();
     storage.close();
     drop(storage);
     {
@@ -276,7 +284,7 @@ async fn message_counts_are_committed_with_the_messages() {
 async fn the_wal_stays_bounded_under_sustained_commits() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open_with(dir.path(), 4);
-    let q = storage.create_queue("q", QueueAttributes::defaults(false), BTreeMap::new(), 0).await.unwrap();
+    let q = standard_queue(&storage).await;
     let wal = dir.path().join("queues.db-wal");
     let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
     // One message per transaction, each commit writing a few 16 KiB pages:

@@ -37,29 +37,40 @@ fn write_value(out: &mut String, v: &Value) {
             let _ = write!(out, "{n}");
         }
         Value::String(s) => push_str(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_str(out, k);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
+        Value::Array(items) => push_list(out, '[', items, ']', write_value),
+        Value::Object(map) => push_list(out, '{', map, '}', |out, (k, item)| {
+            push_str(out, k);
+            out.push(':');
+            write_value(out, item);
+        }),
     }
+}
+
+/// Appends `open`, the items (each written by `each`) separated by commas,
+/// then `close`.
+pub fn push_list<T>(
+    out: &mut String,
+    open: char,
+    items: impl IntoIterator<Item = T>,
+    close: char,
+    mut each: impl FnMut(&mut String, T),
+) {
+    out.push(open);
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+    out.push(close);
+}
+
+/// Appends `prefix` as it is (punctuation and a quoted key from the
+/// protocol, such as `,"Body":`), then `value` as a JSON string.
+#[inline]
+pub fn push_field(out: &mut String, prefix: &'static str, value: &str) {
+    out.push_str(prefix);
+    push_str(out, value);
 }
 
 #[inline]

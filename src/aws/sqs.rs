@@ -553,42 +553,27 @@ impl Output {
 /// value serialises (keys sorted, as the value's maps keep them).
 fn batch_json(successful: &[Success], failed: &[Value]) -> String {
     let mut out = String::with_capacity(40 + successful.len() * 160);
-    out.push_str("{\"Failed\":[");
-    for (i, f) in failed.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&json_text::to_string(f));
-    }
-    out.push_str("],\"Successful\":[");
-    for (i, s) in successful.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"Id\":");
-        json_text::push_str(&mut out, &s.id);
+    out.push_str("{\"Failed\":");
+    json_text::push_list(&mut out, '[', failed, ']', |out, f| out.push_str(&json_text::to_string(f)));
+    out.push_str(",\"Successful\":");
+    json_text::push_list(&mut out, '[', successful, ']', |out, s| {
+        json_text::push_field(out, "{\"Id\":", &s.id);
         if let Some(r) = &s.sent {
-            let mut field = |key: &str, value: &str| {
-                out.push_str(",\"");
-                out.push_str(key);
-                out.push_str("\":");
-                json_text::push_str(&mut out, value);
-            };
             if let Some(md5) = &r.md5_of_attributes {
-                field("MD5OfMessageAttributes", md5);
+                json_text::push_field(out, ",\"MD5OfMessageAttributes\":", md5);
             }
-            field("MD5OfMessageBody", &r.md5_of_body);
+            json_text::push_field(out, ",\"MD5OfMessageBody\":", &r.md5_of_body);
             if let Some(md5) = &r.md5_of_system_attributes {
-                field("MD5OfMessageSystemAttributes", md5);
+                json_text::push_field(out, ",\"MD5OfMessageSystemAttributes\":", md5);
             }
-            field("MessageId", &r.message_id);
+            json_text::push_field(out, ",\"MessageId\":", &r.message_id);
             if let Some(n) = &r.sequence_number {
-                field("SequenceNumber", n);
+                json_text::push_field(out, ",\"SequenceNumber\":", n);
             }
         }
         out.push('}');
-    }
-    out.push_str("]}");
+    });
+    out.push('}');
     out
 }
 
@@ -600,60 +585,43 @@ fn messages_json(messages: &[ReceivedMessage]) -> String {
     }
     let size: usize = messages.iter().map(|m| m.body.len() + m.receipt_handle.len() + 200).sum();
     let mut out = String::with_capacity(size + 16);
-    out.push_str("{\"Messages\":[");
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    out.push_str("{\"Messages\":");
+    json_text::push_list(&mut out, '[', messages, ']', |out, m| {
         out.push('{');
         if !m.system_attributes.is_empty() {
-            out.push_str("\"Attributes\":{");
-            for (k, (name, value)) in m.system_attributes.iter().enumerate() {
-                if k > 0 {
-                    out.push(',');
-                }
-                json_text::push_str(&mut out, name);
+            out.push_str("\"Attributes\":");
+            json_text::push_list(out, '{', &m.system_attributes, '}', |out, (name, value)| {
+                json_text::push_str(out, name);
                 out.push(':');
-                json_text::push_str(&mut out, value);
-            }
-            out.push_str("},");
+                json_text::push_str(out, value);
+            });
+            out.push(',');
         }
-        out.push_str("\"Body\":");
-        json_text::push_str(&mut out, &m.body);
-        out.push_str(",\"MD5OfBody\":");
-        json_text::push_str(&mut out, &m.md5_of_body);
+        json_text::push_field(out, "\"Body\":", &m.body);
+        json_text::push_field(out, ",\"MD5OfBody\":", &m.md5_of_body);
         if let Some(md5) = &m.md5_of_attributes {
-            out.push_str(",\"MD5OfMessageAttributes\":");
-            json_text::push_str(&mut out, md5);
-            out.push_str(",\"MessageAttributes\":{");
-            for (k, (name, v)) in m.attributes.iter().enumerate() {
-                if k > 0 {
-                    out.push(',');
-                }
-                json_text::push_str(&mut out, name);
+            json_text::push_field(out, ",\"MD5OfMessageAttributes\":", md5);
+            out.push_str(",\"MessageAttributes\":");
+            json_text::push_list(out, '{', &m.attributes, '}', |out, (name, v)| {
+                json_text::push_str(out, name);
                 out.push_str(":{");
                 if let Some(b) = &v.binary_value {
-                    out.push_str("\"BinaryValue\":");
-                    json_text::push_str(&mut out, &base64::engine::general_purpose::STANDARD.encode(b));
+                    let b = base64::engine::general_purpose::STANDARD.encode(b);
+                    json_text::push_field(out, "\"BinaryValue\":", &b);
                     out.push(',');
                 }
-                out.push_str("\"DataType\":");
-                json_text::push_str(&mut out, &v.data_type);
+                json_text::push_field(out, "\"DataType\":", &v.data_type);
                 if let Some(s) = &v.string_value {
-                    out.push_str(",\"StringValue\":");
-                    json_text::push_str(&mut out, s);
+                    json_text::push_field(out, ",\"StringValue\":", s);
                 }
                 out.push('}');
-            }
-            out.push('}');
+            });
         }
-        out.push_str(",\"MessageId\":");
-        json_text::push_str(&mut out, &m.message_id);
-        out.push_str(",\"ReceiptHandle\":");
-        json_text::push_str(&mut out, &m.receipt_handle);
+        json_text::push_field(out, ",\"MessageId\":", &m.message_id);
+        json_text::push_field(out, ",\"ReceiptHandle\":", &m.receipt_handle);
         out.push('}');
-    }
-    out.push_str("]}");
+    });
+    out.push('}');
     out
 }
 

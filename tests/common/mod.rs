@@ -379,3 +379,14 @@ where
     use aws_sdk_sqs::error::ProvideErrorMetadata;
     err.code().unwrap_or("(no code)").to_owned()
 }
+
+/// One attribute of a queue, as `GetQueueAttributes` answers it.
+pub async fn queue_attribute(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    name: aws_sdk_sqs::types::QueueAttributeName,
+) -> String {
+    let out =
+        client.get_queue_attributes().queue_url(url).attribute_names(name.clone()).send().await.unwrap();
+    out.attributes().unwrap()[&name].clone()
+}
