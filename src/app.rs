@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, RequestId, SetRequestIdLayer};
 
 use crate::admin::{
     AdminService, ListenerCollector, QueueCollector, Readiness, UpstreamCollector, UpstreamSet,
@@ -39,11 +39,11 @@ use crate::config::{Config, ConfigError, FixedResponse, KeyPath, Problem, RouteT
 use crate::error::{BoxHttpError, HttpError};
 use crate::middleware::access_log::{AccessLogLayer, RequestLog};
 use crate::middleware::metrics::{HttpMetrics, RouteStats};
-use crate::proxy::{ForwardOptions, Upstream, UpstreamTarget};
+use crate::proxy::{ForwardOptions, Forwarded, Upstream};
 use crate::publish::Publisher;
 use crate::queue::storage::sqlite::{SqliteOptions, SqliteStorage};
 use crate::queue::{Account, DeclaredQueue, QueueEngine};
-use crate::routing::{RouteLayer, RouteMatch, RouteSpec, RouteTable, SharedTable};
+use crate::routing::{RouteLayer, RouteSpec, RouteTable, Routed, SharedTable};
 use crate::server::rescue::RescueLayer;
 use crate::server::{self, ConnInfo, Listener, ListenerSpec, Phase};
 use crate::tls::ReloadableServerConfig;
@@ -366,13 +366,13 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (admin_phase, admin_phase_rx) = watch::channel(Phase::Running);
 
-    let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(AccessLogLayer::new(metrics.clone(), config.log.access))
-        .layer(RescueLayer)
-        .layer(RouteLayer::new(table.clone()))
-        .service(Dispatch);
+    // The gateway's stack is built per connection (a few reference-count
+    // increments), so the layers that need the peer hold it instead of each
+    // request carrying it.
+    let gateway = GatewayLayers {
+        access_log: AccessLogLayer::new(metrics.clone(), config.log.access),
+        routes: RouteLayer::new(table.clone()),
+    };
 
     let mut listeners = Vec::new();
     let mut tls_handles = Vec::new();
@@ -421,7 +421,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     for (index, worker_sockets) in sockets.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         ready.push(rx);
-        let stack = stack.clone();
+        let gateway = gateway.clone();
         let aws_service = aws_service.clone();
         let mut phase = phase_rx.clone();
         let thread = std::thread::Builder::new()
@@ -440,11 +440,15 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
                         let served = match (kind, &aws_service) {
                             (Served::Aws, Some(aws)) => {
                                 let aws = aws.clone();
-                                listener.serve(socket, move |_: ConnInfo| aws.clone(), phase.clone())
+                                listener.serve(
+                                    socket,
+                                    move |c: ConnInfo| aws.for_connection(&c),
+                                    phase.clone(),
+                                )
                             }
                             _ => {
-                                let service = stack.clone();
-                                listener.serve(socket, move |_: ConnInfo| service.clone(), phase.clone())
+                                let gateway = gateway.clone();
+                                listener.serve(socket, move |c: ConnInfo| gateway.service(c), phase.clone())
                             }
                         };
                         if let Err(e) = served {
@@ -662,17 +666,53 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
-/// The innermost service: does what the matched route says.
-#[derive(Clone, Copy)]
-struct Dispatch;
+/// The gateway's layers that are shared by every connection; a connection's
+/// stack is built from them by [`GatewayLayers::service`].
+#[derive(Clone)]
+struct GatewayLayers {
+    access_log: AccessLogLayer,
+    routes: RouteLayer<Arc<RouteHandler>>,
+}
 
-/// The route layer always inserts a match; reaching dispatch without one is
-/// a wiring bug, reported as a 500 rather than a panic.
+impl GatewayLayers {
+    /// The request path for one connection, outermost layer first.
+    fn service(
+        &self,
+        conn: ConnInfo,
+    ) -> impl Service<
+        Request<Incoming>,
+        Response = Response<
+            impl http_body::Body<Data = Bytes, Error = crate::body::BoxError> + Send + 'static,
+        >,
+        Error = std::convert::Infallible,
+        Future = impl Future + Send + 'static,
+    > + Clone
+           + Send
+           + Sync
+           + 'static {
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+            .layer(self.access_log.clone().client(conn.peer.ip()))
+            .layer(RescueLayer)
+            .layer(self.routes.clone())
+            .service(Dispatch { conn: Arc::new(conn) })
+    }
+}
+
+/// The innermost service: does what the matched route says, for requests
+/// of one connection.
+#[derive(Clone)]
+struct Dispatch {
+    conn: Arc<ConnInfo>,
+}
+
+/// A publish route whose queue engine is missing is a wiring bug, reported
+/// as a 500 rather than a panic.
 #[derive(Debug, thiserror::Error)]
-#[error("internal error: request reached dispatch without a route")]
-struct Unrouted;
+#[error("internal error: the route's queue is not available")]
+struct Unwired;
 
-impl HttpError for Unrouted {
+impl HttpError for Unwired {
     fn status(&self) -> StatusCode {
         StatusCode::INTERNAL_SERVER_ERROR
     }
@@ -683,7 +723,7 @@ impl HttpError for Unrouted {
 
 type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxHttpError>> + Send>>;
 
-impl Service<Request<Incoming>> for Dispatch {
+impl Service<Routed<Incoming, Arc<RouteHandler>>> for Dispatch {
     type Response = Response<GatewayBody>;
     type Error = BoxHttpError;
     type Future = DispatchFuture;
@@ -692,45 +732,37 @@ impl Service<Request<Incoming>> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> DispatchFuture {
-        let Some(m) = req.extensions_mut().remove::<RouteMatch<Arc<RouteHandler>>>() else {
-            return Box::pin(async { Err(Unrouted.into()) });
-        };
+    fn call(&mut self, routed: Routed<Incoming, Arc<RouteHandler>>) -> DispatchFuture {
+        let Routed { request: req, route: m } = routed;
         let log = req.extensions().get::<Arc<RequestLog>>().cloned();
         if let Some(log) = &log {
             log.set_route(&m.route.stats);
         }
+        let conn = self.conn.clone();
         Box::pin(async move {
             let route = &m.route;
             match &route.action {
                 Action::Respond(answer) => Ok(answer.response()),
                 Action::Publish(publisher) => {
-                    let Some(publisher) = publisher else { return Err(Unrouted.into()) };
-                    let sender = req
-                        .extensions()
-                        .get::<ConnInfo>()
-                        .and_then(|c| c.peer_ip.to_str().ok().map(str::to_owned));
+                    let Some(publisher) = publisher else { return Err(Unwired.into()) };
+                    let sender = conn.peer_ip.to_str().ok().map(str::to_owned);
                     publisher.publish(req, sender).await.map_err(Into::into)
                 }
                 Action::Proxy(upstream) => {
-                    let (client_ip, tls) = match req.extensions().get::<ConnInfo>() {
-                        Some(c) => (c.peer_ip.clone(), c.tls),
-                        None => (HeaderValue::from_static("unknown"), false),
-                    };
                     let opts = ForwardOptions {
                         normalized_path: m.normalized_path.as_deref(),
                         strip_prefix: route.strip_prefix.as_deref(),
-                        client_ip: &client_ip,
-                        tls,
+                        client_ip: &conn.peer_ip,
+                        tls: conn.tls,
                         max_body: route.max_body,
                         timeout: route.timeout,
                     };
                     match upstream.forward(req, opts).await {
-                        Ok(resp) => {
-                            if let (Some(log), Some(t)) = (&log, resp.extensions().get::<UpstreamTarget>()) {
-                                log.set_target(&t.0);
+                        Ok(Forwarded { response, target }) => {
+                            if let Some(log) = &log {
+                                log.set_target(&target);
                             }
-                            Ok(resp)
+                            Ok(response)
                         }
                         Err(e) => {
                             if let (Some(log), Some(t)) = (&log, e.target()) {

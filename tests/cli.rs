@@ -146,6 +146,7 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     assert_eq!(access["route"], "v");
     assert_eq!(access["bytes"], 3);
     assert_eq!(access["request_id"], "cli-test-1");
+    assert_eq!(access["client"], "127.0.0.1");
     assert!(access["latency_ms"].as_f64().is_some());
 
     // A broken file is refused and the old routes keep serving.

@@ -113,7 +113,8 @@ async fn messages_round_trip_with_digests_and_attributes() {
     let sent_at: i64 = sys[&MessageSystemAttributeName::SentTimestamp].parse().unwrap();
     let first: i64 = sys[&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp].parse().unwrap();
     assert!(first >= sent_at && sent_at > 1_700_000_000_000);
-    assert!(sys.contains_key(&MessageSystemAttributeName::SenderId));
+    // Unsigned requests: the sender is the connection's peer address.
+    assert_eq!(sys[&MessageSystemAttributeName::SenderId], "127.0.0.1");
 
     c.delete_message().queue_url(&url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
     let again = c.receive_message().queue_url(&url).send().await.unwrap();

@@ -40,18 +40,27 @@ const MAX_REQUEST: usize = 16 << 20;
 pub struct AwsService<S: Storage> {
     engine: Arc<QueueEngine<S>>,
     credentials: Option<Arc<Credentials>>,
+    /// The connection's peer address: a message's `SenderId` when requests
+    /// are not signed with configured credentials.
+    peer: Option<Arc<str>>,
 }
 
 impl<S: Storage> Clone for AwsService<S> {
     fn clone(&self) -> Self {
-        Self { engine: self.engine.clone(), credentials: self.credentials.clone() }
+        Self { engine: self.engine.clone(), credentials: self.credentials.clone(), peer: self.peer.clone() }
     }
 }
 
 impl<S: Storage> AwsService<S> {
     /// `credentials: None` accepts any signature (local development).
     pub fn new(engine: Arc<QueueEngine<S>>, credentials: Option<Credentials>) -> Self {
-        Self { engine, credentials: credentials.map(Arc::new) }
+        Self { engine, credentials: credentials.map(Arc::new), peer: None }
+    }
+
+    /// This service for the requests of one connection.
+    pub fn for_connection(&self, conn: &ConnInfo) -> Self {
+        let peer = conn.peer.ip().to_canonical().to_string();
+        Self { peer: Some(Arc::from(peer)), ..self.clone() }
     }
 }
 
@@ -179,7 +188,7 @@ impl<S: Storage> AwsService<S> {
         }
         let sender = match sigv4_access_key(&parts.headers) {
             Some(key) if self.credentials.is_some() => Some(key),
-            _ => parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip().to_canonical().to_string()),
+            _ => self.peer.as_deref().map(str::to_owned),
         };
 
         if protocol == Protocol::Json {

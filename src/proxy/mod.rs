@@ -57,9 +57,11 @@ pub struct ForwardOptions<'a> {
     pub timeout: Duration,
 }
 
-/// The target that answered, recorded in the response's extensions.
-#[derive(Clone, Debug)]
-pub struct UpstreamTarget(pub Arc<str>);
+/// An upstream's answer and the target that gave it (for the access log).
+pub struct Forwarded {
+    pub response: Response<GatewayBody>,
+    pub target: Arc<str>,
+}
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +125,7 @@ impl Upstream {
         &self,
         mut req: Request<Incoming>,
         opts: ForwardOptions<'_>,
-    ) -> Result<Response<GatewayBody>, ProxyError> {
+    ) -> Result<Forwarded, ProxyError> {
         if content_length(req.headers()).is_some_and(|n| n > opts.max_body) {
             return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
         }
@@ -198,10 +200,9 @@ impl Upstream {
             }
             _ => headers::strip_hop_by_hop(resp.headers_mut()),
         }
-        let (mut rparts, rbody) = resp.into_parts();
-        rparts.extensions.insert(UpstreamTarget(self.targets()[target].label.clone()));
-        let body = ResponseBody { body: rbody, in_flight: Some(in_flight), lease };
-        Ok(Response::from_parts(rparts, GatewayBody::from(body)))
+        let response =
+            resp.map(|body| GatewayBody::from(ResponseBody { body, in_flight: Some(in_flight), lease }));
+        Ok(Forwarded { response, target: self.targets()[target].label.clone() })
     }
 
     async fn send_with_retries(

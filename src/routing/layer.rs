@@ -1,7 +1,8 @@
 //! [`RouteLayer`]: matches each request against the current route table and
-//! hands the match to the inner service through the request's extensions.
-//! No match is a typed error (404, 405 with `Allow`, 400 for a path that
-//! climbs above the root).
+//! hands the request and its match to the inner service as one [`Routed`]
+//! value, so the inner service cannot be reached without a route (and no
+//! per-request extension map is filled for it). No match is a typed error
+//! (404, 405 with `Allow`, 400 for a path that climbs above the root).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,13 +16,21 @@ use tower::{Layer, Service};
 use super::{normalize_path, request_host, Match, RouteTable};
 use crate::error::{BoxHttpError, HttpError};
 
-/// The route chosen for a request, found in its extensions.
+/// The route chosen for a request.
 #[derive(Clone, Debug)]
 pub struct RouteMatch<T> {
     pub route: T,
     /// The normalised path the route matched, when normalising changed it
     /// (dot segments resolved); otherwise the request's path is it.
     pub normalized_path: Option<Arc<str>>,
+}
+
+/// What the inner service of a [`RouteLayer`] receives: the request and the
+/// route it matched.
+#[derive(Debug)]
+pub struct Routed<B, T> {
+    pub request: Request<B>,
+    pub route: RouteMatch<T>,
 }
 
 /// The swappable table a [`RouteLayer`] reads; a reload stores a new one.
@@ -53,7 +62,7 @@ pub struct Route<S, T> {
 
 impl<S, T, B, RB> Service<Request<B>> for Route<S, T>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = BoxHttpError>,
+    S: Service<Routed<B, T>, Response = Response<RB>, Error = BoxHttpError>,
     T: Clone + Send + Sync + 'static,
 {
     type Response = Response<RB>;
@@ -64,7 +73,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let reject = |e: BoxHttpError| Either::Left(futures_util::future::ready(Err(e)));
         let path = match normalize_path(req.uri().path()) {
             Ok(p) => p,
@@ -94,8 +103,7 @@ where
             }
         };
         drop(host);
-        req.extensions_mut().insert(found);
-        Either::Right(self.inner.call(req))
+        Either::Right(self.inner.call(Routed { request: req, route: found }))
     }
 }
 

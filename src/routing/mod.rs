@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use http::Method;
 
 use crate::config::{HostPattern, PathPattern, PathSegment};
-pub use layer::{RouteLayer, RouteMatch, RoutingError, SharedTable};
+pub use layer::{RouteLayer, RouteMatch, Routed, RoutingError, SharedTable};
 
 /// Which requests a route accepts.
 #[derive(Clone, Debug)]

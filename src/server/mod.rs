@@ -2,8 +2,10 @@
 //! the hyper connection (HTTP/1.1 and HTTP/2, h2c by prior knowledge), the
 //! slow-client timeouts, and graceful shutdown.
 //!
-//! The server knows nothing about routes: it serves any tower service and
-//! inserts a [`ConnInfo`] into each request's extensions.
+//! The server knows nothing about routes: it serves any tower service, made
+//! once per connection from that connection's [`ConnInfo`] (so a service
+//! that needs the peer's address holds it, instead of every request
+//! carrying a copy in its extensions).
 //!
 //! Timeouts are enforced per connection by a watchdog that reads an
 //! [`Activity`] record kept up to date by the IO wrapper and the service
@@ -317,7 +319,7 @@ async fn accept_loop<M, S, B>(
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
         };
         let slot = ConnectionSlot::new(permit, stats.clone());
-        let service = make_service(info.clone());
+        let service = make_service(info);
         let tls = spec.tls.as_ref().map(ReloadableServerConfig::current);
         let limits = spec.limits.clone();
         let builder = builder.clone();
@@ -328,7 +330,7 @@ async fn accept_loop<M, S, B>(
             match tls {
                 None => {
                     let io = Tracked::new(stream, activity.clone(), slot);
-                    drive(io, activity, false, service, info, &limits, &registered.signal, &builder).await;
+                    drive(io, activity, false, service, peer, &limits, &registered.signal, &builder).await;
                 }
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -337,7 +339,7 @@ async fn accept_loop<M, S, B>(
                         Ok(Ok(tls_stream)) => {
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             let io = Tracked::new(tls_stream, activity.clone(), slot);
-                            drive(io, activity, h2, service, info, &limits, &registered.signal, &builder)
+                            drive(io, activity, h2, service, peer, &limits, &registered.signal, &builder)
                                 .await;
                         }
                         Ok(Err(e)) => {
@@ -363,7 +365,7 @@ async fn drive<I, S, B>(
     activity: Arc<Activity>,
     h2: bool,
     service: S,
-    info: ConnInfo,
+    peer: SocketAddr,
     limits: &ConnectionLimits,
     signal: &PhaseSignal,
     builder: &auto::Builder<TokioExecutor>,
@@ -378,8 +380,7 @@ async fn drive<I, S, B>(
     if h2 {
         activity.h2.store(true, Ordering::Relaxed);
     }
-    let peer = info.peer;
-    let service = ConnService { inner: service, activity: activity.clone(), info };
+    let service = ConnService { inner: service, activity: activity.clone() };
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
     let mut phase = Phase::Running;
@@ -640,13 +641,12 @@ impl<I: AsyncWrite> AsyncWrite for Tracked<I> {
     }
 }
 
-/// Adapts a tower service to hyper for one connection: adds [`ConnInfo`] to
-/// each request and keeps the in-flight count the watchdog reads.
+/// Adapts a tower service to hyper for one connection and keeps the
+/// in-flight count the watchdog reads.
 #[derive(Clone)]
 struct ConnService<S> {
     inner: S,
     activity: Arc<Activity>,
-    info: ConnInfo,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -657,9 +657,8 @@ where
     type Error = Infallible;
     type Future = ConnFuture<tower::util::Oneshot<S, Request<Incoming>>>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.activity.request_started();
-        req.extensions_mut().insert(self.info.clone());
         ConnFuture {
             inner: self.inner.clone().oneshot(req),
             guard: Some(RequestGuard(self.activity.clone())),

@@ -1,4 +1,5 @@
-//! Rescue: the one place where request-path errors become HTTP responses.
+//! Rescue: the one place where request-path errors become HTTP responses,
+//! and where every response gets its request's `X-Request-Id`.
 //!
 //! Every rejection (no route, body too large, upstream down, ...) is an
 //! [`HttpError`]; [`Rescue`] turns it into a response with the error's status
@@ -18,6 +19,8 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::error::BoxHttpError;
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Renders `err` as the response a client receives.
 pub fn render<B: From<Bytes>>(err: &BoxHttpError, request_id: Option<&HeaderValue>) -> Response<B> {
@@ -51,7 +54,9 @@ impl<S> Layer<S> for RescueLayer {
     }
 }
 
-/// Turns `Err(HttpError)` from the inner service into a response.
+/// Turns `Err(HttpError)` from the inner service into a response, and
+/// copies the request's `X-Request-Id` (set by an outer layer) onto every
+/// response that does not carry one.
 #[derive(Clone, Debug)]
 pub struct Rescue<S> {
     inner: S,
@@ -76,7 +81,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let request_id = req.headers().get("x-request-id").cloned();
+        let request_id = req.headers().get(X_REQUEST_ID).cloned();
         RescueFuture { inner: self.inner.call(req), request_id }
     }
 }
@@ -98,9 +103,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
+        let mut resp = match ready!(this.inner.poll(cx)) {
             Ok(resp) => resp,
             Err(err) => render(&err, this.request_id.as_ref()),
-        }))
+        };
+        if let Some(id) = this.request_id.take() {
+            if let http::header::Entry::Vacant(slot) = resp.headers_mut().entry(X_REQUEST_ID) {
+                slot.insert(id);
+            }
+        }
+        Poll::Ready(Ok(resp))
     }
 }

@@ -21,7 +21,6 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::metrics::{HttpMetrics, RouteStats};
-use crate::server::ConnInfo;
 
 /// What inner layers learned about a request, for its log line.
 #[derive(Debug, Default)]
@@ -45,19 +44,27 @@ impl RequestLog {
 pub struct AccessLogLayer {
     metrics: HttpMetrics,
     enabled: bool,
+    client: Option<IpAddr>,
 }
 
 impl AccessLogLayer {
     /// `enabled` turns the log lines on; metrics are always recorded.
     pub fn new(metrics: HttpMetrics, enabled: bool) -> Self {
-        Self { metrics, enabled }
+        Self { metrics, enabled, client: None }
+    }
+
+    /// The client address logged with each request (the layer is built per
+    /// connection).
+    pub fn client(mut self, ip: IpAddr) -> Self {
+        self.client = Some(ip);
+        self
     }
 }
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog { inner, metrics: self.metrics.clone(), enabled: self.enabled }
+        AccessLog { inner, metrics: self.metrics.clone(), enabled: self.enabled, client: self.client }
     }
 }
 
@@ -66,6 +73,7 @@ pub struct AccessLog<S> {
     inner: S,
     metrics: HttpMetrics,
     enabled: bool,
+    client: Option<IpAddr>,
 }
 
 impl<S, B, RB> Service<Request<B>> for AccessLog<S>
@@ -88,7 +96,7 @@ where
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
-            client: req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()),
+            client: self.client,
             request_id: req.headers().get("x-request-id").cloned(),
         });
         let record = Record {
