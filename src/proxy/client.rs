@@ -133,7 +133,9 @@ impl Connector {
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
         if self.protocol == UpstreamProtocol::Http2 {
-            return self.send_h2(target, req).await;
+            // Boxed: kept out of the HTTP/1.1 path's state, which every
+            // request's future embeds (and moves) whole.
+            return Box::pin(self.send_h2(target, req)).await;
         }
         loop {
             let pool = target.pools.get();
