@@ -19,12 +19,7 @@ DURATION=${DURATION:-6s}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19010}
 GATEHOUSE_PORT=${GATEHOUSE_PORT:-19092}
 
-need() {
-    command -v "$1" >/dev/null 2>&1 && return
-    echo "installing $2 ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    (apt-get update -qq && apt-get install -y -qq "$2") >/dev/null
-}
+. bench/need.sh
 need wrk wrk
 need valgrind valgrind
 

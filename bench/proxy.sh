@@ -25,12 +25,7 @@ NGINX_PORT=${NGINX_PORT:-19081}
 GATEHOUSE_PORT=${GATEHOUSE_PORT:-19082}
 PATH_UNDER_TEST=/healthz
 
-need() {
-    command -v "$1" >/dev/null 2>&1 && return
-    echo "installing $2 ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    (apt-get update -qq && apt-get install -y -qq "$2") >/dev/null
-}
+. bench/need.sh
 need wrk wrk
 need nginx nginx
 

@@ -72,26 +72,31 @@ fn aws_env(cmd: &mut Command) -> &mut Command {
 }
 
 /// `aws --endpoint-url … sqs ARGS --output json`, parsed (`Null` for an
-/// empty answer).
-fn aws_cli(endpoint: SocketAddr, args: &[&str]) -> Value {
-    let out = aws_env(&mut Command::new("aws"))
-        .arg("--endpoint-url")
-        .arg(format!("http://{endpoint}"))
-        .arg("sqs")
-        .args(args)
-        .args(["--output", "json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "aws sqs {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if stdout.trim().is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("aws printed no JSON ({e}): {stdout}"))
+/// empty answer). The CLI runs on a blocking thread.
+async fn aws_cli(endpoint: SocketAddr, args: &[&str]) -> Value {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = aws_env(&mut Command::new("aws"))
+            .arg("--endpoint-url")
+            .arg(format!("http://{endpoint}"))
+            .arg("sqs")
+            .args(&args)
+            .args(["--output", "json"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "aws sqs {args:?} failed: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("aws printed no JSON ({e}): {stdout}"))
+    })
+    .await
+    .unwrap()
 }
 
 /// The README's boto3 snippet, printing what it received as JSON.
@@ -109,15 +114,20 @@ for m in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=int(sys.argv[3]),
 print(json.dumps(got))
 "#;
 
-/// Runs the boto3 worker once, long-polling up to `wait` seconds.
-fn boto3_worker(endpoint: SocketAddr, queue: &str, wait: u32) -> Vec<Value> {
-    let out = aws_env(&mut Command::new("python3"))
-        .args(["-c", BOTO3_WORKER, &format!("http://{endpoint}"), queue, &wait.to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the boto3 worker failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str::<Vec<Value>>(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+/// Runs the boto3 worker once (on a blocking thread), long-polling up to
+/// `wait` seconds.
+async fn boto3_worker(endpoint: SocketAddr, queue: &'static str, wait: u32) -> Vec<Value> {
+    tokio::task::spawn_blocking(move || {
+        let out = aws_env(&mut Command::new("python3"))
+            .args(["-c", BOTO3_WORKER, &format!("http://{endpoint}"), queue, &wait.to_string()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the boto3 worker failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str::<Vec<Value>>(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +140,7 @@ async fn publish_with_curl_then_consume_with_boto3() {
     let sent = publish(&gw, "/api/orders", &[("x-source", "web")], r#"{"sku":"A-1"}"#).await;
     assert!(sent["MessageId"].is_string(), "{sent}");
 
-    let got = tokio::task::spawn_blocking(move || boto3_worker(aws, "orders", 5)).await.unwrap();
+    let got = boto3_worker(aws, "orders", 5).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["body"], r#"{"sku":"A-1"}"#);
     let attrs = &got[0]["attributes"];
@@ -138,7 +148,7 @@ async fn publish_with_curl_then_consume_with_boto3() {
     assert_eq!(attrs["source"]["DataType"], "String", "{attrs}");
 
     // boto3 deleted it: it is gone, not merely invisible.
-    let again = tokio::task::spawn_blocking(move || boto3_worker(aws, "orders", 0)).await.unwrap();
+    let again = boto3_worker(aws, "orders", 0).await;
     assert!(again.is_empty(), "a deleted message came back: {again:?}");
     let sdk = sqs_at(aws, "local", "local");
     let url = sdk.get_queue_url().queue_name("orders").send().await.unwrap().queue_url.unwrap();
@@ -156,36 +166,22 @@ async fn publish_with_curl_then_consume_with_aws_cli() {
     publish(&gw, "/api/orders", &[("x-source", "web")], r#"{"sku":"A-1"}"#).await;
     let q = format!("http://{aws}/000000000000/orders");
 
-    let answer = tokio::task::spawn_blocking({
-        let q = q.clone();
-        move || {
-            aws_cli(
-                aws,
-                &[
-                    "receive-message",
-                    "--queue-url",
-                    &q,
-                    "--message-attribute-names",
-                    "All",
-                    "--wait-time-seconds",
-                    "5",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let receive = [
+        "receive-message",
+        "--queue-url",
+        &q,
+        "--message-attribute-names",
+        "All",
+        "--wait-time-seconds",
+        "5",
+    ];
+    let answer = aws_cli(aws, &receive).await;
     let messages = answer["Messages"].as_array().unwrap_or_else(|| panic!("no Messages: {answer}"));
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["Body"], r#"{"sku":"A-1"}"#);
     assert_eq!(messages[0]["MessageAttributes"]["source"]["StringValue"], "web");
     let handle = messages[0]["ReceiptHandle"].as_str().unwrap().to_owned();
-    let deleted = tokio::task::spawn_blocking({
-        let q = q.clone();
-        move || aws_cli(aws, &["delete-message", "--queue-url", &q, "--receipt-handle", &handle])
-    })
-    .await
-    .unwrap();
+    let deleted = aws_cli(aws, &["delete-message", "--queue-url", &q, "--receipt-handle", &handle]).await;
     assert!(deleted.is_null() || deleted == serde_json::json!({}), "{deleted}");
 
     // FIFO through the gateway: a retry with the same Idempotency-Key is
@@ -196,22 +192,16 @@ async fn publish_with_curl_then_consume_with_aws_cli() {
     assert!(first["SequenceNumber"].is_string(), "{first}");
     assert_eq!(first["MessageId"], retry["MessageId"], "a deduplicated send answers with the first message");
     let fifo = format!("http://{aws}/000000000000/payments.fifo");
-    let answer = tokio::task::spawn_blocking(move || {
-        aws_cli(
-            aws,
-            &[
-                "receive-message",
-                "--queue-url",
-                &fifo,
-                "--max-number-of-messages",
-                "10",
-                "--wait-time-seconds",
-                "1",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let receive = [
+        "receive-message",
+        "--queue-url",
+        &fifo,
+        "--max-number-of-messages",
+        "10",
+        "--wait-time-seconds",
+        "1",
+    ];
+    let answer = aws_cli(aws, &receive).await;
     let messages = answer["Messages"].as_array().unwrap_or_else(|| panic!("no Messages: {answer}"));
     assert_eq!(messages.len(), 1, "the retry was delivered too: {answer}");
     assert_eq!(messages[0]["Body"], r#"{"amount":5}"#);

@@ -59,8 +59,8 @@ impl<S: Storage> AwsService<S> {
 
     /// This service for the requests of one connection.
     pub fn for_connection(&self, conn: &ConnInfo) -> Self {
-        let peer = conn.peer.ip().to_canonical().to_string();
-        Self { peer: Some(Arc::from(peer)), ..self.clone() }
+        let peer = conn.peer_ip.to_str().ok().map(Arc::from);
+        Self { peer, ..self.clone() }
     }
 }
 
