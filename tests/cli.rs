@@ -100,6 +100,46 @@ fn write_config(path: &Path, body: &str) {
     std::fs::write(path, format!("listen: {{ gateway: {{ bind: \"127.0.0.1:0\" }}, admin: off, aws: off }}\nlog: {{ format: json }}\nroutes:\n{body}")).unwrap();
 }
 
+/// `gatehouse serve -c FILE` with JSON logs on its stdout, read line by line.
+struct Serving {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Serving {
+    fn start(file: &Path) -> Self {
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["serve", "-c", file.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self { child, lines }
+    }
+
+    /// The next JSON log line.
+    async fn next_log(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+    }
+
+    /// The next access-log line.
+    async fn next_access(&mut self) -> serde_json::Value {
+        loop {
+            let log = self.next_log().await;
+            if log["target"] == "access" {
+                return log;
+            }
+        }
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");
@@ -110,23 +150,11 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.yaml");
     write_config(&file, "  - { name: v, path: /v, respond: { body: one } }\n");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "-c", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut serving = Serving::start(&file);
+    let pid = serving.child.id().unwrap();
 
     // JSON log lines; the first names the bound address.
-    let mut next_log = async || -> serde_json::Value {
-        let line =
-            tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
-    };
-    let started = next_log().await;
+    let started = serving.next_log().await;
     let addr = started["addr"].as_str().expect("listening line with addr").to_owned();
     let http = client();
     let get = |path: &'static str| http.get(format!("http://{addr}{path}")).send();
@@ -134,12 +162,7 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     assert_eq!(r.text().await.unwrap(), "one");
 
     // One JSON access-log line per request, written when the response ends.
-    let access = loop {
-        let log = next_log().await;
-        if log["target"] == "access" {
-            break log;
-        }
-    };
+    let access = serving.next_access().await;
     assert_eq!(access["method"], "GET");
     assert_eq!(access["path"], "/v");
     assert_eq!(access["status"], 200);
@@ -153,7 +176,7 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     std::fs::write(&file, "routes: [ { name: v, path: nope } ]\n").unwrap();
     signal(pid, "-HUP");
     loop {
-        let log = next_log().await;
+        let log = serving.next_log().await;
         if log["message"] == "reload refused; the previous configuration stays in force" {
             break;
         }
@@ -163,14 +186,14 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     write_config(&file, "  - { name: v, path: /v, respond: { body: two } }\n");
     signal(pid, "-HUP");
     loop {
-        if next_log().await["message"] == "configuration reloaded" {
+        if serving.next_log().await["message"] == "configuration reloaded" {
             break;
         }
     }
     assert_eq!(get("/v").await.unwrap().text().await.unwrap(), "two");
 
     signal(pid, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), serving.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
 }
 
@@ -179,4 +202,28 @@ fn help_describes_both_commands() {
     let o = run(&["--help"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("serve") && out.contains("check") && out.contains("SIGHUP"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_upstream_target_that_answered() {
+    let upstream = named("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: {{ gateway: {{ bind: \"127.0.0.1:0\" }}, admin: off, aws: off }}\nlog: {{ format: json }}\n\
+             upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: p, path: /p, upstream: u }}\n",
+            upstream.url
+        ),
+    )
+    .unwrap();
+    let mut serving = Serving::start(&file);
+    let addr = serving.next_log().await["addr"].as_str().expect("listening line with addr").to_owned();
+    let r = client().get(format!("http://{addr}/p")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "b");
+    let access = serving.next_access().await;
+    assert_eq!(access["route"], "p");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["upstream"], upstream.url.as_str());
 }
