@@ -746,7 +746,9 @@ impl Service<Routed<Incoming, Arc<RouteHandler>>> for Dispatch {
                 Action::Publish(publisher) => {
                     let Some(publisher) = publisher else { return Err(Unwired.into()) };
                     let sender = conn.peer_ip.to_str().ok().map(str::to_owned);
-                    publisher.publish(req, sender).await.map_err(Into::into)
+                    // Boxed: the publish path's state is larger than the
+                    // proxy path's, and every request's future would carry it.
+                    Box::pin(publisher.publish(req, sender)).await.map_err(Into::into)
                 }
                 Action::Proxy(upstream) => {
                     let opts = ForwardOptions {

@@ -61,7 +61,7 @@ impl Body for GatewayBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             GatewayBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            GatewayBodyProj::Upstream { body } => body.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            GatewayBodyProj::Upstream { body } => body.poll_frame(cx),
         }
     }
 

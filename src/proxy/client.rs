@@ -2,9 +2,14 @@
 //! the HTTP/1.1 or HTTP/2 handshake, and a pool of idle connections per
 //! target.
 //!
-//! Each target owns its pool, so picking a connection needs no lookup. An
-//! HTTP/1.1 connection goes back to its pool when the response body has been
-//! read to the end (a [`Lease`] travels with the body); most recently used
+//! Body-less requests to plaintext HTTP/1.1 targets go over gatehouse's own
+//! exchange ([`h1`](super::h1)); requests with a body, upgrades and TLS
+//! targets over hyper's client connections. Each kind has its own idle list.
+//!
+//! Each target owns its pool (one per worker), so picking a connection needs
+//! no lookup. An HTTP/1.1 connection goes back to its pool when the response
+//! body has been read to the end (a [`Lease`] travels with hyper's bodies;
+//! the own exchange's body carries its connection); most recently used
 //! first, so warm connections are reused and cold ones age out. HTTP/2 keeps
 //! one shared connection per target.
 //!
@@ -13,18 +18,24 @@
 //! connection closed before the request went out) is always safe to retry;
 //! [`SendError::Failed`] is not, unless the method is idempotent.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::h1::{self, ExchangeError};
 use super::upstream::Target;
 use super::UpstreamBody;
+use crate::body::BoxError;
 use crate::config::{PoolConfig, UpstreamProtocol};
 
 /// Why a request did not get a response.
@@ -36,6 +47,51 @@ pub(crate) enum SendError {
     /// The request may have been (partly) sent.
     #[error(transparent)]
     Failed(hyper::Error),
+    /// The own exchange failed after the request went out.
+    #[error("{0}")]
+    Broken(String),
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream's response body, from whichever client read the head.
+    #[project = UpstreamIncomingProj]
+    pub(crate) enum UpstreamIncoming {
+        Hyper { #[pin] body: Incoming },
+        Own { #[pin] body: h1::RawBody },
+    }
+}
+
+impl Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            UpstreamIncomingProj::Hyper { body } => body.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            UpstreamIncomingProj::Own { body } => body.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamIncoming::Hyper { body } => body.is_end_stream(),
+            UpstreamIncoming::Own { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamIncoming::Hyper { body } => body.size_hint(),
+            UpstreamIncoming::Own { body } => body.size_hint(),
+        }
+    }
+}
+
+fn from_hyper(resp: Response<Incoming>) -> Response<UpstreamIncoming> {
+    resp.map(|body| UpstreamIncoming::Hyper { body })
 }
 
 /// Opens connections to the targets of one upstream.
@@ -50,6 +106,8 @@ pub(crate) struct Connector {
 #[derive(Debug, Default)]
 pub(crate) struct ConnPool {
     idle: Mutex<Vec<Idle>>,
+    /// Connections of the own HTTP/1.1 exchange.
+    own: Mutex<Vec<h1::Conn>>,
     shared_h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
 }
 
@@ -80,15 +138,35 @@ impl ConnPool {
         }
     }
 
+    fn take_own(&self, max_age: Duration) -> Option<h1::Conn> {
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = own.pop() {
+            if conn.since.elapsed() < max_age && conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn put_own(&self, conn: h1::Conn, max_idle: usize) {
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        if own.len() < max_idle {
+            own.push(conn);
+        }
+    }
+
     /// Drops idle connections older than `max_age` or closed by the peer.
     pub(crate) fn evict(&self, max_age: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < max_age);
+        drop(idle);
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        own.retain(|c| c.since.elapsed() < max_age && c.is_usable());
     }
 
     /// Idle HTTP/1.1 connections held now.
     pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+        self.idle.lock().map(|i| i.len()).unwrap_or(0) + self.own.lock().map(|o| o.len()).unwrap_or(0)
     }
 }
 
@@ -130,13 +208,65 @@ impl Connector {
     pub(crate) async fn send(
         &self,
         target: &Target,
-        mut req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        req: Request<UpstreamBody>,
+    ) -> Result<(Response<UpstreamIncoming>, Option<Lease>), SendError> {
         if self.protocol == UpstreamProtocol::Http2 {
             // Boxed: kept out of the HTTP/1.1 path's state, which every
             // request's future embeds (and moves) whole.
-            return Box::pin(self.send_h2(target, req)).await;
+            return Box::pin(self.send_h2(target, req)).await.map(|(r, l)| (from_hyper(r), l));
         }
+        let own = target.scheme == http::uri::Scheme::HTTP
+            && req.body().is_end_stream()
+            && !req.headers().contains_key(header::UPGRADE);
+        if own {
+            let resp = self.send_own(target, req).await?;
+            return Ok((resp.map(|body| UpstreamIncoming::Own { body }), None));
+        }
+        // Boxed: the common case above stays small.
+        let (resp, lease) = Box::pin(self.send_hyper_h1(target, req)).await?;
+        Ok((from_hyper(resp), Some(lease)))
+    }
+
+    /// A body-less request over the own exchange. A pooled connection that
+    /// fails before the request went out (or, for idempotent methods, closes
+    /// without answering) is dropped and the request goes on another one.
+    async fn send_own(
+        &self,
+        target: &Target,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<h1::RawBody>, SendError> {
+        let pool = target.pools.get();
+        let retry_closed = super::headers::is_idempotent(req.method());
+        loop {
+            let (conn, reused) = match pool.take_own(self.pool.idle_timeout) {
+                Some(conn) => (conn, true),
+                None => (Box::pin(self.connect_own(target)).await?, false),
+            };
+            let home = h1::Home { pool: pool.clone(), max_idle: self.pool.max_idle_per_target };
+            match conn.exchange(&req, target.authority.as_str(), home).await {
+                Ok(resp) => return Ok(resp),
+                Err(ExchangeError::Unsent(_) | ExchangeError::Closed) if reused && retry_closed => continue,
+                Err(ExchangeError::Unsent(_)) if reused => continue,
+                Err(ExchangeError::Unsent(e)) => {
+                    return Err(SendError::NotSent(format!("writing to {}: {e}", target.label)))
+                }
+                Err(ExchangeError::Closed) => {
+                    return Err(SendError::Broken("upstream closed the connection without answering".into()))
+                }
+                Err(ExchangeError::Broken(reason)) => return Err(SendError::Broken(reason)),
+            }
+        }
+    }
+
+    async fn connect_own(&self, target: &Target) -> Result<h1::Conn, SendError> {
+        self.within_timeout(target, async { self.tcp(target).await.map(h1::Conn::new) }).await
+    }
+
+    async fn send_hyper_h1(
+        &self,
+        target: &Target,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let pool = target.pools.get();
             let (mut sender, reused) = match pool.take(self.pool.idle_timeout) {
@@ -155,7 +285,7 @@ impl Connector {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let lease = Lease { sender, pool: pool.clone(), max_idle: self.pool.max_idle_per_target };
-                    return Ok((resp, Some(lease)));
+                    return Ok((resp, lease));
                 }
                 Err(mut e) => match e.take_message() {
                     // A pooled connection the upstream had closed: the

@@ -16,7 +16,9 @@
 //!
 //! Proxy failures are [`ProxyError`]s, rendered by `server::rescue`.
 
+mod chunked;
 mod client;
+mod h1;
 pub mod headers;
 mod health;
 pub mod upstream;
@@ -40,7 +42,7 @@ use pin_project_lite::pin_project;
 use crate::body::{BoxError, GatewayBody};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::HttpError;
-use client::{Lease, SendError};
+use client::{Lease, SendError, UpstreamIncoming};
 pub use upstream::{ActiveHealth, InFlight, Target, TargetSnapshot, Upstream};
 
 /// Per-request settings that come from the route and the connection.
@@ -211,7 +213,7 @@ impl Upstream {
         body: Incoming,
         opts: &ForwardOptions<'_>,
         is_upgrade: bool,
-    ) -> Result<(Response<Incoming>, usize, InFlight, Option<Lease>), ProxyError> {
+    ) -> Result<(Response<UpstreamIncoming>, usize, InFlight, Option<Lease>), ProxyError> {
         let up = &self.inner;
         let retries = &up.config.retries;
         let max_retries = if is_upgrade { 0 } else { retries.max };
@@ -257,14 +259,17 @@ impl Upstream {
                     }
                     return Err(error);
                 }
-                Err(SendError::Failed(e)) => {
-                    if has_cause::<LengthLimitError>(&e) {
-                        return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
-                    }
-                    if e.is_user() {
-                        return Err(ProxyError::ClientBody(root_cause(&e)));
-                    }
-                    let reason = root_cause(&e);
+                Err(failed @ (SendError::Failed(_) | SendError::Broken(_))) => {
+                    let reason = match failed {
+                        SendError::Failed(e) if has_cause::<LengthLimitError>(&e) => {
+                            return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
+                        }
+                        SendError::Failed(e) if e.is_user() => {
+                            return Err(ProxyError::ClientBody(root_cause(&e)))
+                        }
+                        SendError::Failed(e) => root_cause(&e),
+                        SendError::Broken(reason) | SendError::NotSent(reason) => reason,
+                    };
                     tracing::debug!(upstream = %up.name, target = %target.label, %reason, "upstream attempt failed");
                     let error = ProxyError::Failed {
                         upstream: up.name.clone(),
@@ -523,7 +528,7 @@ pin_project! {
     /// target's in-flight count drops.
     pub struct ResponseBody {
         #[pin]
-        body: Incoming,
+        body: UpstreamIncoming,
         in_flight: Option<InFlight>,
         lease: Option<Lease>,
     }
@@ -544,12 +549,12 @@ pin_project! {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
         match &polled {

@@ -1,0 +1,525 @@
+//! gatehouse's own HTTP/1.1 exchange with plaintext upstreams, for requests
+//! without a body (GET, HEAD, DELETE, … — most of a gateway's traffic).
+//!
+//! hyper's client connection runs as a task of its own, fed through a
+//! channel, answering through a oneshot and streaming the body through
+//! another channel: four hand-offs per exchange. Here the request's own
+//! future writes the head and reads the answer on the pooled socket, and a
+//! response that arrived whole (the usual case) returns its connection to
+//! the pool before it is even forwarded. Requests with a body, upgrades and
+//! TLS targets keep using hyper's client (see `client`).
+//!
+//! The response side follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and
+//! 304; chunked when `Transfer-Encoding` ends in chunked; otherwise
+//! `Content-Length` (conflicting values are refused); otherwise the body runs
+//! to the end of the connection, which then is not reused.
+
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{response, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::chunked::{self, Decoder};
+use super::client::ConnPool;
+use super::UpstreamBody;
+
+/// Most headers accepted in an upstream response (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Largest response head accepted, in bytes.
+const MAX_HEAD: usize = 64 * 1024;
+/// First read size; grows while reads fill the buffer.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 256 * 1024;
+
+/// A plaintext connection to an upstream target, idle or in one exchange.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Read but not yet consumed.
+    buf: BytesMut,
+    read_size: usize,
+    /// The request head being written (kept for its capacity).
+    out: Vec<u8>,
+    pub(crate) since: Instant,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    /// Writing the request failed, so the upstream cannot have acted on it.
+    Unsent(io::Error),
+    /// The connection closed before any byte of an answer arrived: an idle
+    /// connection the upstream was closing as the request went out, or a
+    /// request it dropped.
+    Closed,
+    /// The upstream closed the connection or answered something that is not
+    /// HTTP/1.1.
+    Broken(String),
+}
+
+/// Where a connection goes back to once its exchange is over.
+pub(crate) struct Home {
+    pub(crate) pool: Arc<ConnPool>,
+    pub(crate) max_idle: usize,
+}
+
+impl Conn {
+    pub(crate) fn new(io: TcpStream) -> Self {
+        Self { io, buf: BytesMut::new(), read_size: READ_MIN, out: Vec::new(), since: Instant::now() }
+    }
+
+    /// Whether an idle connection can carry another request: nothing came
+    /// in while it was idle (an end of stream or stray bytes would have made
+    /// the socket readable). Costs no system call unless the socket is
+    /// readable.
+    pub(crate) fn is_usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness may be stale: look.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Sends a body-less `req` and reads the response head. A response whose
+    /// body has arrived with it hands the connection back to `home` at once.
+    pub(crate) async fn exchange(
+        mut self,
+        req: &Request<UpstreamBody>,
+        authority: &str,
+        home: Home,
+    ) -> Result<Response<RawBody>, ExchangeError> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        encode_head(req, authority, &mut out);
+        let written = self.io.write_all(&out).await;
+        self.out = out;
+        written.map_err(ExchangeError::Unsent)?;
+
+        // Whether an informational (1xx) answer came first.
+        let mut informed = false;
+        let head = loop {
+            match parse_head(&mut self.buf)? {
+                Some(head) if head.parts.status.is_informational() => {
+                    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
+                    }
+                    // 100 Continue, 103 Early Hints: the answer follows.
+                    informed = true;
+                }
+                Some(head) => break head,
+                None => {
+                    if self.buf.len() > MAX_HEAD {
+                        return Err(ExchangeError::Broken(format!(
+                            "response head larger than {} KiB",
+                            MAX_HEAD / 1024
+                        )));
+                    }
+                    let nothing_yet = self.buf.is_empty() && !informed;
+                    let n = match self.fill().await {
+                        Ok(n) => n,
+                        // Reset before answering: closed, as an end of stream.
+                        Err(_) if nothing_yet => return Err(ExchangeError::Closed),
+                        Err(e) => return Err(ExchangeError::Broken(e.to_string())),
+                    };
+                    if n == 0 && nothing_yet {
+                        return Err(ExchangeError::Closed);
+                    }
+                    if n == 0 {
+                        return Err(ExchangeError::Broken(
+                            "upstream closed the connection in the response head".into(),
+                        ));
+                    }
+                }
+            }
+        };
+
+        let framing = framing(req.method(), &head.parts)?;
+        let keep_alive = head.keep_alive && !matches!(framing, Framing::UntilClose);
+        let mut body = RawBody { reading: None, whole: None };
+        match framing {
+            Framing::Length(n) if (self.buf.len() as u64) >= n => {
+                // The usual case: the whole answer is here.
+                let n = n as usize;
+                body.whole = (n > 0).then(|| self.buf.split_to(n).freeze());
+                self.finish(keep_alive, home);
+            }
+            Framing::Length(0) | Framing::Empty => self.finish(keep_alive, home),
+            framing => body.reading = Some(Reading { conn: self, framing, keep_alive, home }),
+        }
+        Ok(Response::from_parts(head.parts, body))
+    }
+
+    /// Reads more into the buffer; 0 at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let polled = pin!(self.io.read_buf(&mut self.buf)).poll(cx);
+        if let Poll::Ready(Ok(n)) = polled {
+            // A read that filled the room asks for a larger one next time.
+            if n == room {
+                self.read_size = (self.read_size * 2).min(READ_MAX);
+            }
+        }
+        polled
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Ends an exchange: back to the pool if the connection can carry
+    /// another (nothing unread is left over), closed otherwise.
+    fn finish(mut self, keep_alive: bool, home: Home) {
+        if keep_alive && self.buf.is_empty() {
+            self.since = Instant::now();
+            home.pool.put_own(self, home.max_idle);
+        }
+    }
+}
+
+/// A parsed response head.
+struct Head {
+    parts: response::Parts,
+    keep_alive: bool,
+}
+
+/// Parses a response head from the front of `buf`, consuming it; `None`
+/// until all of it has arrived.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
+    let broken = |what: String| ExchangeError::Broken(what);
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(broken(format!("invalid response head: {e}"))),
+    };
+    let code = resp.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| broken(format!("invalid status code {code}")))?;
+    let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+    // Names now; values as slices of the head once it is split off.
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| broken(format!("invalid header name {:?}", h.name)))?;
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start..start + h.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    // Room for what the gateway adds on the way out (`X-Request-Id`).
+    let mut headers = HeaderMap::with_capacity(fields.len() + 2);
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(range))
+            .map_err(|_| broken(format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    let keep_alive = match version {
+        Version::HTTP_11 => !has_token(&headers, header::CONNECTION, "close"),
+        _ => has_token(&headers, header::CONNECTION, "keep-alive"),
+    };
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head { parts, keep_alive }))
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// How a response body is delimited.
+#[derive(Debug)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Decoder),
+    UntilClose,
+}
+
+fn framing(method: &Method, parts: &response::Parts) -> Result<Framing, ExchangeError> {
+    let status = parts.status;
+    if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    let codings = parts.headers.get_all(header::TRANSFER_ENCODING);
+    if codings.iter().next().is_some() {
+        let last = codings.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last();
+        return Ok(match last {
+            Some(c) if c.trim().eq_ignore_ascii_case("chunked") => Framing::Chunked(Decoder::default()),
+            _ => Framing::UntilClose,
+        });
+    }
+    let mut length = None;
+    for value in parts.headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.to_str().unwrap_or("x").split(',') {
+            let item = item.trim();
+            let n = (!item.is_empty() && item.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| item.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| ExchangeError::Broken(format!("invalid Content-Length {item:?}")))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ExchangeError::Broken("conflicting Content-Length values".into()));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// Writes the request line and headers (origin form; `Host` from the
+/// target when the request has none).
+fn encode_head(req: &Request<UpstreamBody>, authority: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let headers = req.headers();
+    if !headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // A method that usually carries a body says it has none.
+    let expects_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    if expects_body && !headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response body read from a [`Conn`]: either already complete, or read
+/// from the connection as the client takes it.
+#[derive(Debug)]
+pub(crate) struct RawBody {
+    whole: Option<Bytes>,
+    reading: Option<Reading>,
+}
+
+struct Reading {
+    conn: Conn,
+    framing: Framing,
+    keep_alive: bool,
+    home: Home,
+}
+
+impl std::fmt::Debug for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reading").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("upstream closed the connection before the response body ended")]
+    Truncated,
+    #[error(transparent)]
+    Chunked(#[from] chunked::ChunkedError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Reading {
+    /// The next piece of the body, `None` at its end.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            let buf = &mut self.conn.buf;
+            match &mut self.framing {
+                Framing::Empty | Framing::Length(0) => return Poll::Ready(None),
+                Framing::Length(left) if !buf.is_empty() => {
+                    let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                    *left -= take as u64;
+                    return Poll::Ready(Some(Ok(buf.split_to(take).freeze())));
+                }
+                Framing::Chunked(decoder) => match decoder.step(buf)? {
+                    chunked::Step::Data(data) => return Poll::Ready(Some(Ok(data))),
+                    chunked::Step::Done => return Poll::Ready(None),
+                    chunked::Step::NeedMore => {}
+                },
+                Framing::UntilClose if !buf.is_empty() => return Poll::Ready(Some(Ok(buf.split().freeze()))),
+                Framing::Length(_) | Framing::UntilClose => {}
+            }
+            let n = std::task::ready!(self.conn.poll_fill(cx))?;
+            if n == 0 {
+                return match self.framing {
+                    Framing::UntilClose => Poll::Ready(None),
+                    _ => Poll::Ready(Some(Err(BodyError::Truncated))),
+                };
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match &self.framing {
+            Framing::Empty | Framing::Length(0) => true,
+            Framing::Chunked(d) => d.is_done(),
+            _ => false,
+        }
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.whole.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let Some(reading) = this.reading.as_mut() else { return Poll::Ready(None) };
+        let polled = std::task::ready!(reading.poll_next(cx));
+        match polled {
+            Some(Ok(data)) => {
+                if reading.is_done() {
+                    this.end();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            None => {
+                this.end();
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                // The connection is in an unknown state: closed with the body.
+                this.reading = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.whole.is_none() && self.reading.as_ref().is_none_or(Reading::is_done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.whole, &self.reading) {
+            (Some(data), _) => SizeHint::with_exact(data.len() as u64),
+            (None, Some(Reading { framing: Framing::Length(n), .. })) => SizeHint::with_exact(*n),
+            (None, Some(r)) if r.is_done() => SizeHint::with_exact(0),
+            (None, Some(_)) => SizeHint::default(),
+            (None, None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl RawBody {
+    /// The body has been read to its end: the connection may go back.
+    fn end(&mut self) {
+        if let Some(r) = self.reading.take() {
+            r.conn.finish(r.keep_alive, r.home);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, ExchangeError> {
+        parse_head(&mut BytesMut::from(text))
+    }
+
+    fn framing_of(method: Method, text: &str) -> Result<Framing, ExchangeError> {
+        framing(&method, &head(text)?.expect("complete head").parts)
+    }
+
+    #[test]
+    fn heads_parse_with_their_headers_and_keep_alive() {
+        let h = head("HTTP/1.1 201 Created\r\nA: 1\r\nb: two\r\nA: 3\r\n\r\nbody").unwrap().unwrap();
+        assert_eq!(h.parts.status, StatusCode::CREATED);
+        assert_eq!(h.parts.headers.get_all("a").iter().collect::<Vec<_>>(), ["1", "3"]);
+        assert_eq!(h.parts.headers["b"], "two");
+        assert!(h.keep_alive);
+        assert!(!head("HTTP/1.1 200 OK\r\nConnection: x, Close\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(!head("HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(head("HTTP/1.1 200 OK\r\nA: 1\r\n").unwrap().is_none(), "partial");
+        assert!(head("HTTP/1.1 2x0 OK\r\n\r\n").is_err());
+        assert!(head("HTTP/1.1 099 OK\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn the_body_after_a_head_stays_in_the_buffer() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..], b"ok");
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        use Framing::*;
+        let f = |m: Method, t: &str| framing_of(m, t).map_err(|_| ());
+        assert!(matches!(f(Method::HEAD, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), Ok(Empty)));
+        assert!(matches!(f(Method::GET, "HTTP/1.1 204 No Content\r\n\r\n"), Ok(Empty)));
+        assert!(matches!(
+            f(Method::GET, "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Empty)
+        ));
+        assert!(matches!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), Ok(Length(5))));
+        assert!(matches!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"), Ok(Length(5))));
+        assert!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
+        assert!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n").is_err());
+        assert!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n").is_err());
+        assert!(matches!(
+            f(
+                Method::GET,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n"
+            ),
+            Ok(Chunked(_))
+        ));
+        assert!(matches!(
+            f(Method::GET, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Ok(UntilClose)
+        ));
+        assert!(matches!(f(Method::GET, "HTTP/1.1 200 OK\r\n\r\n"), Ok(UntilClose)));
+    }
+
+    #[test]
+    fn heads_are_encoded_in_origin_form_with_a_host() {
+        let mut req = Request::new(UpstreamBody::empty());
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "http://ignored:1/a/b?c=d".parse().unwrap();
+        req.headers_mut().insert("x-one", HeaderValue::from_static("1"));
+        let mut out = Vec::new();
+        encode_head(&req, "127.0.0.1:9000", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /a/b?c=d HTTP/1.1\r\nhost: 127.0.0.1:9000\r\nx-one: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+}
