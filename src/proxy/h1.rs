@@ -17,6 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -50,6 +51,9 @@ pub(crate) struct Conn {
     read_size: usize,
     /// The request head being written (kept for its capacity).
     out: Vec<u8>,
+    /// Header names and value positions of the head being parsed (kept for
+    /// its capacity).
+    fields: Vec<(HeaderName, Range<usize>)>,
     pub(crate) since: Instant,
 }
 
@@ -75,7 +79,14 @@ pub(crate) struct Home {
 
 impl Conn {
     pub(crate) fn new(io: TcpStream) -> Self {
-        Self { io, buf: BytesMut::new(), read_size: READ_MIN, out: Vec::new(), since: Instant::now() }
+        Self {
+            io,
+            buf: BytesMut::new(),
+            read_size: READ_MIN,
+            out: Vec::new(),
+            fields: Vec::new(),
+            since: Instant::now(),
+        }
     }
 
     /// Whether an idle connection can carry another request: nothing came
@@ -113,7 +124,7 @@ impl Conn {
         // Whether an informational (1xx) answer came first.
         let mut informed = false;
         let head = loop {
-            match parse_head(&mut self.buf)? {
+            match parse_head(&mut self.buf, &mut self.fields)? {
                 Some(head) if head.parts.status.is_informational() => {
                     if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
@@ -202,7 +213,10 @@ struct Head {
 
 /// Parses a response head from the front of `buf`, consuming it; `None`
 /// until all of it has arrived.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
+fn parse_head(
+    buf: &mut BytesMut,
+    fields: &mut Vec<(HeaderName, Range<usize>)>,
+) -> Result<Option<Head>, ExchangeError> {
     let broken = |what: String| ExchangeError::Broken(what);
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -218,7 +232,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
     // Names now; values as slices of the head once it is split off.
     let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(resp.headers.len());
+    fields.clear();
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| broken(format!("invalid header name {:?}", h.name)))?;
@@ -228,7 +242,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     let head = buf.split_to(len).freeze();
     // Room for what the gateway adds on the way out (`X-Request-Id`).
     let mut headers = HeaderMap::with_capacity(fields.len() + 2);
-    for (name, range) in fields {
+    for (name, range) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|_| broken(format!("invalid value for header {name}")))?;
         headers.append(name, value);
@@ -451,7 +465,7 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Result<Option<Head>, ExchangeError> {
-        parse_head(&mut BytesMut::from(text))
+        parse_head(&mut BytesMut::from(text), &mut Vec::new())
     }
 
     fn framing_of(method: Method, text: &str) -> Result<Framing, ExchangeError> {
@@ -476,7 +490,7 @@ mod tests {
     #[test]
     fn the_body_after_a_head_stays_in_the_buffer() {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-        parse_head(&mut buf).unwrap().unwrap();
+        parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
         assert_eq!(&buf[..], b"ok");
     }
 

@@ -18,7 +18,19 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::PROXY_AUTHENTICATE
+    // Runs for every header of every message: one length test rules out
+    // almost every name before any comparison.
+    let name = name.as_str();
+    match name.len() {
+        2 => name == "te",
+        7 => name == "upgrade" || name == "trailer",
+        10 => name == "connection" || name == "keep-alive",
+        16 => name == "proxy-connection",
+        17 => name == "transfer-encoding",
+        18 => name == "proxy-authenticate",
+        19 => name == "proxy-authorization",
+        _ => false,
+    }
 }
 
 /// Removes hop-by-hop headers, including every header named in
@@ -151,6 +163,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, vec!["content-type", "authorization"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_found_and_look_alikes_are_kept() {
+        let names = HOP_BY_HOP.iter().map(HeaderName::as_str).chain(["proxy-authenticate"]);
+        for name in names {
+            let mut h = map(&[(name, "x"), ("accept", "*/*")]);
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name} survived");
+            assert!(h.contains_key("accept"));
+            // Same length, different name: kept.
+            let look_alike = "x".repeat(name.len());
+            let mut h = map(&[(look_alike.as_str(), "x")]);
+            strip_hop_by_hop(&mut h);
+            assert!(h.contains_key(look_alike.as_str()), "{look_alike} was removed");
+        }
     }
 
     #[test]
