@@ -170,7 +170,7 @@ impl Conn {
                 self.finish(keep_alive, home);
             }
             Framing::Length(0) | Framing::Empty => self.finish(keep_alive, home),
-            framing => body.reading = Some(Reading { conn: self, framing, keep_alive, home }),
+            framing => body.reading = Some(Box::new(Reading { conn: self, framing, keep_alive, home })),
         }
         Ok(Response::from_parts(head.parts, body))
     }
@@ -338,7 +338,9 @@ fn encode_head(req: &Request<UpstreamBody>, authority: &str, out: &mut Vec<u8>) 
 #[derive(Debug)]
 pub(crate) struct RawBody {
     whole: Option<Bytes>,
-    reading: Option<Reading>,
+    /// Boxed: only streamed bodies need it, and every response is moved
+    /// through each layer on its way out.
+    reading: Option<Box<Reading>>,
 }
 
 struct Reading {
@@ -437,11 +439,11 @@ impl Body for RawBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.whole.is_none() && self.reading.as_ref().is_none_or(Reading::is_done)
+        self.whole.is_none() && self.reading.as_ref().is_none_or(|r| r.is_done())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.whole, &self.reading) {
+        match (&self.whole, self.reading.as_deref()) {
             (Some(data), _) => SizeHint::with_exact(data.len() as u64),
             (None, Some(Reading { framing: Framing::Length(n), .. })) => SizeHint::with_exact(*n),
             (None, Some(r)) if r.is_done() => SizeHint::with_exact(0),
