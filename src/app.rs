@@ -662,7 +662,10 @@ impl MakeRequestId for RandomRequestId {
             *b = HEX[(n & 0xf) as usize];
             n >>= 4;
         }
-        HeaderValue::from_bytes(&out).ok().map(RequestId::new)
+        // One allocation that every clone (header, extension, log) shares;
+        // `from_bytes` would copy into a buffer that the first clone then
+        // moves into a second, shared one.
+        HeaderValue::from_maybe_shared(Bytes::from_owner(out)).ok().map(RequestId::new)
     }
 }
 
