@@ -199,6 +199,11 @@ impl Conn {
     /// another (nothing unread is left over), closed otherwise.
     fn finish(mut self, keep_alive: bool, home: Home) {
         if keep_alive && self.buf.is_empty() {
+            // A large body grew the buffer: an idle connection does not keep it.
+            if self.buf.capacity() > 4 * READ_MIN {
+                self.buf = BytesMut::new();
+            }
+            self.read_size = READ_MIN;
             self.since = Instant::now();
             home.pool.put_own(self, home.max_idle);
         }
