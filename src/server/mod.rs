@@ -132,15 +132,13 @@ impl PhaseSignal {
         self.waker.wake();
     }
 
-    /// Resolves when the phase differs from `seen`.
-    fn changed(&self, seen: Phase) -> impl Future<Output = Phase> + '_ {
-        std::future::poll_fn(move |cx| {
-            self.waker.register(cx.waker());
-            match self.get() {
-                now if now != seen => Poll::Ready(now),
-                _ => Poll::Pending,
-            }
-        })
+    /// Ready when the phase differs from `seen`.
+    fn poll_changed(&self, seen: Phase, cx: &mut Context<'_>) -> Poll<Phase> {
+        self.waker.register(cx.waker());
+        match self.get() {
+            now if now != seen => Poll::Ready(now),
+            _ => Poll::Pending,
+        }
     }
 }
 
@@ -400,31 +398,54 @@ async fn drive<I, S, B>(
             }
         }
         let wake = watchdog.next_check(&activity, Instant::now(), limits);
-        tokio::select! {
-            biased;
-            res = conn.as_mut() => {
+        let mut timer = pin!(tokio::time::sleep_until(wake));
+        let mut armed = false;
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(res));
+            }
+            if signal.poll_changed(phase, cx).is_ready() {
+                return Poll::Ready(Event::Phase);
+            }
+            // The timer is polled once to arm it; then its firing wakes this
+            // task and shows as elapsed. Polling it on every wake-up of a
+            // busy connection cost more than the rest of the watchdog.
+            if (!armed || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            armed = true;
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Ended(res) => {
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = signal.changed(phase) => {}
-            _ = tokio::time::sleep_until(wake) => {
-                match watchdog.verdict(&activity, Instant::now(), limits) {
-                    Verdict::Fine => {}
-                    Verdict::HeaderTimeout => {
-                        tracing::debug!(%peer, "request head not received in time; closing");
-                        return;
-                    }
-                    Verdict::Idle if closing => return,
-                    Verdict::Idle => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
+            Event::Phase => {}
+            Event::Timer => match watchdog.verdict(&activity, Instant::now(), limits) {
+                Verdict::Fine => {}
+                Verdict::HeaderTimeout => {
+                    tracing::debug!(%peer, "request head not received in time; closing");
+                    return;
                 }
-            }
+                Verdict::Idle if closing => return,
+                Verdict::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
         }
     }
+}
+
+/// What woke a connection's driver.
+enum Event<E> {
+    Ended(Result<(), E>),
+    Phase,
+    Timer,
 }
 
 const NONE: u64 = u64::MAX;
