@@ -159,7 +159,7 @@ impl Conn {
             }
         };
 
-        let framing = framing(req.method(), &head.parts)?;
+        let framing = framing(req.method(), head.parts.status, &head.body);
         let keep_alive = head.keep_alive && !matches!(framing, Framing::UntilClose);
         let mut body = RawBody { reading: None, whole: None };
         match framing {
@@ -214,6 +214,7 @@ impl Conn {
 struct Head {
     parts: response::Parts,
     keep_alive: bool,
+    body: BodyHeaders,
 }
 
 /// Parses a response head from the front of `buf`, consuming it; `None`
@@ -238,9 +239,27 @@ fn parse_head(
     // Names now; values as slices of the head once it is split off.
     let base = buf.as_ptr() as usize;
     fields.clear();
+    let mut body = BodyHeaders::default();
+    let mut connection = (false, false);
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| broken(format!("invalid header name {:?}", h.name)))?;
+        // The headers that decide framing and reuse are read here, while
+        // the names are at hand, rather than looked up afterwards.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+            let value = std::str::from_utf8(h.value)
+                .map_err(|_| broken(format!("invalid value for header {name}")))?;
+            if name == header::CONTENT_LENGTH {
+                body.content_length(value)?;
+            } else if name == header::TRANSFER_ENCODING {
+                body.transfer_encoding(value);
+            } else {
+                for token in value.split(',').map(str::trim) {
+                    connection.0 |= token.eq_ignore_ascii_case("close");
+                    connection.1 |= token.eq_ignore_ascii_case("keep-alive");
+                }
+            }
+        }
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start..start + h.value.len()));
     }
@@ -253,23 +272,53 @@ fn parse_head(
         headers.append(name, value);
     }
     let keep_alive = match version {
-        Version::HTTP_11 => !has_token(&headers, header::CONNECTION, "close"),
-        _ => has_token(&headers, header::CONNECTION, "keep-alive"),
+        // Both framings at once may be a smuggling attempt: answer it, do
+        // not reuse the connection (RFC 9112 §6.3).
+        _ if body.chunked_last.is_some() && body.length.is_some() => false,
+        Version::HTTP_11 => !connection.0,
+        _ => connection.1 && body.chunked_last.is_none(),
     };
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    Ok(Some(Head { parts, keep_alive }))
+    Ok(Some(Head { parts, keep_alive, body }))
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// What a response head says about how its body is delimited.
+#[derive(Debug, Default)]
+struct BodyHeaders {
+    /// `Some` when `Transfer-Encoding` is present: whether its last coding
+    /// is chunked.
+    chunked_last: Option<bool>,
+    /// The agreed `Content-Length`, if any.
+    length: Option<u64>,
+}
+
+impl BodyHeaders {
+    fn transfer_encoding(&mut self, value: &str) {
+        let last = value.split(',').map(str::trim).rfind(|c| !c.is_empty());
+        match (last, self.chunked_last) {
+            (Some(c), _) => self.chunked_last = Some(c.eq_ignore_ascii_case("chunked")),
+            (None, None) => self.chunked_last = Some(false),
+            (None, Some(_)) => {}
+        }
+    }
+
+    /// One `Content-Length` value (a list of equal numbers is accepted).
+    fn content_length(&mut self, value: &str) -> Result<(), ExchangeError> {
+        for item in value.split(',').map(str::trim) {
+            let n = (!item.is_empty() && item.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| item.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| ExchangeError::Broken(format!("invalid Content-Length {item:?}")))?;
+            if self.length.is_some_and(|l| l != n) {
+                return Err(ExchangeError::Broken("conflicting Content-Length values".into()));
+            }
+            self.length = Some(n);
+        }
+        Ok(())
+    }
 }
 
 /// How a response body is delimited.
@@ -281,34 +330,16 @@ enum Framing {
     UntilClose,
 }
 
-fn framing(method: &Method, parts: &response::Parts) -> Result<Framing, ExchangeError> {
-    let status = parts.status;
+fn framing(method: &Method, status: StatusCode, body: &BodyHeaders) -> Framing {
     if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Empty);
+        return Framing::Empty;
     }
-    let codings = parts.headers.get_all(header::TRANSFER_ENCODING);
-    if codings.iter().next().is_some() {
-        let last = codings.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last();
-        return Ok(match last {
-            Some(c) if c.trim().eq_ignore_ascii_case("chunked") => Framing::Chunked(Decoder::default()),
-            _ => Framing::UntilClose,
-        });
+    match (body.chunked_last, body.length) {
+        // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3).
+        (Some(true), _) => Framing::Chunked(Decoder::default()),
+        (Some(false), _) | (None, None) => Framing::UntilClose,
+        (None, Some(n)) => Framing::Length(n),
     }
-    let mut length = None;
-    for value in parts.headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.to_str().unwrap_or("x").split(',') {
-            let item = item.trim();
-            let n = (!item.is_empty() && item.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| item.parse::<u64>().ok())
-                .flatten()
-                .ok_or_else(|| ExchangeError::Broken(format!("invalid Content-Length {item:?}")))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ExchangeError::Broken("conflicting Content-Length values".into()));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
 /// Writes the request line and headers (origin form; `Host` from the
@@ -476,7 +507,8 @@ mod tests {
     }
 
     fn framing_of(method: Method, text: &str) -> Result<Framing, ExchangeError> {
-        framing(&method, &head(text)?.expect("complete head").parts)
+        let h = head(text)?.expect("complete head");
+        Ok(framing(&method, h.parts.status, &h.body))
     }
 
     #[test]
@@ -528,6 +560,15 @@ mod tests {
             Ok(UntilClose)
         ));
         assert!(matches!(f(Method::GET, "HTTP/1.1 200 OK\r\n\r\n"), Ok(UntilClose)));
+        assert!(matches!(
+            f(
+                Method::GET,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            Ok(Chunked(_))
+        ));
+        let both = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
+        assert!(!both.unwrap().unwrap().keep_alive, "a head with both framings is not reused");
     }
 
     #[test]
