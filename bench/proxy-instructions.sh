@@ -3,25 +3,31 @@
 # not move with the load on this shared machine, so a change to the request
 # path can be judged before (and beside) the wall-clock benchmark.
 #
-# gatehouse runs under `valgrind --tool=callgrind` with one worker; after a
+# The proxy runs under `valgrind --tool=callgrind` with one worker; after a
 # warm-up, instrumentation is switched on for a fixed wrk load and the
 # instructions counted are divided by the requests wrk completed.
 #
-#   bench/proxy-instructions.sh                  # release build
+#   bench/proxy-instructions.sh                  # gatehouse, release build
 #   PROFILE=quick bench/proxy-instructions.sh    # faster to build, not for records
+#   PEER=nginx bench/proxy-instructions.sh       # nginx, counted the same way
 #
-# Installs wrk and valgrind from Debian if missing.
+# nginx runs with one worker and no master process, with upstream keep-alive
+# and the headers bench/proxy.sh sets. KEEP=path keeps the callgrind output.
+#
+# Installs wrk and valgrind (and nginx for PEER=nginx) from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROFILE=${PROFILE:-release}
+PEER=${PEER:-gatehouse}
 DURATION=${DURATION:-6s}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19010}
-GATEHOUSE_PORT=${GATEHOUSE_PORT:-19092}
+PROXY_PORT=${PROXY_PORT:-19092}
 
 . bench/need.sh
 need wrk wrk
 need valgrind valgrind
+if [ "$PEER" = nginx ]; then need nginx nginx; fi
 
 cargo build --profile "$PROFILE" --quiet --bin gatehouse --example upstream
 dir=target/$PROFILE
@@ -36,9 +42,39 @@ trap cleanup EXIT
 
 "$dir/examples/upstream" --port "$UPSTREAM_PORT" --name static >/dev/null &
 pids+=($!)
-cat >"$work/routes.yaml" <<EOF
+callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out")
+if [ "$PEER" = nginx ]; then
+    cat >"$work/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    upstream static { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
+    server {
+        listen 127.0.0.1:$PROXY_PORT;
+        location / {
+            proxy_pass http://static;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id;
+        }
+    }
+}
+EOF
+    "${callgrind[@]}" nginx -c "$work/nginx.conf" -p "$work" >"$work/proxy.log" 2>&1 &
+else
+    cat >"$work/routes.yaml" <<EOF
 listen:
-  gateway: { bind: "127.0.0.1:$GATEHOUSE_PORT" }
+  gateway: { bind: "127.0.0.1:$PROXY_PORT" }
   admin: off
 workers: 1
 log: { access: false, level: warn }
@@ -47,20 +83,21 @@ upstreams:
 routes:
   - { name: all, path: /*, upstream: static }
 EOF
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
-    "$dir/gatehouse" serve --config "$work/routes.yaml" >"$work/gatehouse.log" 2>&1 &
+    "${callgrind[@]}" "$dir/gatehouse" serve --config "$work/routes.yaml" >"$work/proxy.log" 2>&1 &
+fi
 vg=$!
 pids+=($vg)
+url="http://127.0.0.1:$PROXY_PORT/healthz"
 for _ in $(seq 300); do
-    curl -fs -o /dev/null "http://127.0.0.1:$GATEHOUSE_PORT/healthz" && break
+    curl -fs -o /dev/null "$url" && break
     sleep 0.1
 done
-url="http://127.0.0.1:$GATEHOUSE_PORT/healthz"
 wrk -t1 -c4 -d2s "$url" >/dev/null
 callgrind_control -i on "$vg" >/dev/null
 requests=$(wrk -t1 -c4 -d"$DURATION" "$url" | awk '/requests in/ { print $1 }')
 callgrind_control -i off "$vg" >/dev/null
-kill -INT "$vg"
+# Both write their profile when they stop: nginx on QUIT, gatehouse on INT.
+if [ "$PEER" = nginx ]; then kill -QUIT "$vg"; else kill -INT "$vg"; fi
 wait "$vg" 2>/dev/null || true
 total=$(callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-awk -v t="$total" -v n="$requests" 'BEGIN { printf "%d requests, %.0f instructions per request\n", n, t / n }'
+awk -v p="$PEER" -v t="$total" -v n="$requests" 'BEGIN { printf "%s: %d requests, %.0f instructions per request\n", p, n, t / n }'
