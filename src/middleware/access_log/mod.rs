@@ -42,7 +42,9 @@ impl RequestLog {
 
 #[derive(Clone)]
 pub struct AccessLogLayer {
-    metrics: HttpMetrics,
+    /// Shared: the per-connection stack is cloned for every request, and
+    /// `HttpMetrics` holds several reference-counted handles.
+    metrics: Arc<HttpMetrics>,
     enabled: bool,
     client: Option<IpAddr>,
 }
@@ -50,7 +52,7 @@ pub struct AccessLogLayer {
 impl AccessLogLayer {
     /// `enabled` turns the log lines on; metrics are always recorded.
     pub fn new(metrics: HttpMetrics, enabled: bool) -> Self {
-        Self { metrics, enabled, client: None }
+        Self { metrics: Arc::new(metrics), enabled, client: None }
     }
 
     /// The client address logged with each request (the layer is built per
@@ -71,7 +73,7 @@ impl<S> Layer<S> for AccessLogLayer {
 #[derive(Clone)]
 pub struct AccessLog<S> {
     inner: S,
-    metrics: HttpMetrics,
+    metrics: Arc<HttpMetrics>,
     enabled: bool,
     client: Option<IpAddr>,
 }
@@ -123,7 +125,7 @@ struct Line {
 struct Record {
     start: Instant,
     log: Arc<RequestLog>,
-    metrics: HttpMetrics,
+    metrics: Arc<HttpMetrics>,
     line: Option<Line>,
     status: StatusCode,
     bytes: u64,
