@@ -437,26 +437,7 @@ async fn fixed_responses_need_no_backend() {
 async fn upstreams_that_close_idle_connections_cause_no_errors() {
     // Answers one request per connection with a keep-alive response, then
     // closes the socket without saying so: the pooled connection goes stale.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-            });
-        }
-    });
+    let addr = one_answer_upstream(false).await;
     let gw = Gateway::start(&config(
         &format!("  flaky: {{ targets: [\"http://{addr}\"], retries: {{ max: 0 }} }}"),
         "  - { name: all, path: /*, upstream: flaky }",

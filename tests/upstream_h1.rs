@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// What the scripted upstream does for one request.
@@ -70,20 +70,7 @@ async fn scripted() -> Scripted {
             let heads = h.clone();
             tokio::spawn(async move {
                 let mut seen = Vec::new();
-                let mut buf = vec![0u8; 8192];
-                loop {
-                    let end = loop {
-                        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let n = s.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        seen.extend_from_slice(&buf[..n]);
-                    };
-                    let head = String::from_utf8_lossy(&seen[..end]).into_owned();
-                    seen.drain(..end);
+                while let Some(head) = read_request_head(&mut s, &mut seen).await {
                     let mut line = head.split_whitespace();
                     let (method, path) =
                         (line.next().unwrap_or("").to_owned(), line.next().unwrap_or("").to_owned());
@@ -108,9 +95,9 @@ async fn scripted() -> Scripted {
 
 /// A gateway with one worker, so that one idle list holds every pooled
 /// connection whichever client connection a request comes on.
-async fn gateway(up: &Scripted) -> Gateway {
+async fn gateway(upstream: SocketAddr) -> Gateway {
     let yaml = config(
-        &format!("  raw: {{ targets: [\"http://{}\"], retries: {{ max: 0 }} }}", up.addr),
+        &format!("  raw: {{ targets: [\"http://{upstream}\"], retries: {{ max: 0 }} }}"),
         "  - { name: all, path: /*, upstream: raw }",
     );
     Gateway::start(&format!("workers: 1\n{yaml}")).await
@@ -119,7 +106,7 @@ async fn gateway(up: &Scripted) -> Gateway {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_framings_are_read_and_connections_reused() {
     let up = scripted().await;
-    let gw = gateway(&up).await;
+    let gw = gateway(up.addr).await;
     let http = client();
 
     for _ in 0..5 {
@@ -169,7 +156,7 @@ async fn body_framings_are_read_and_connections_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_or_missing_answers_are_502_and_truncated_bodies_abort() {
     let up = scripted().await;
-    let gw = gateway(&up).await;
+    let gw = gateway(up.addr).await;
     let http = client();
 
     for path in ["/conflict", "/garbage", "/silent"] {
@@ -198,37 +185,8 @@ async fn dropped_requests_on_pooled_connections_are_retried_when_idempotent() {
     // Each connection answers its first request (claiming keep-alive), then
     // reads the next one and closes without answering: what an upstream
     // closing an idle connection as a request arrives looks like.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut answered = false;
-                loop {
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = s.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        seen.extend_from_slice(&buf[..n]);
-                    }
-                    if answered {
-                        return;
-                    }
-                    answered = true;
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                }
-            });
-        }
-    });
-    let gw = Gateway::start(&config(
-        &format!("  flaky: {{ targets: [\"http://{addr}\"], retries: {{ max: 0 }} }}"),
-        "  - { name: all, path: /*, upstream: flaky }",
-    ))
-    .await;
+    let addr = one_answer_upstream(true).await;
+    let gw = gateway(addr).await;
     let http = client();
     for i in 0..10 {
         let r = http.get(format!("{}/x", gw.url)).send().await.unwrap();
@@ -248,30 +206,8 @@ async fn dropped_requests_on_pooled_connections_are_retried_when_idempotent() {
 async fn stale_pooled_connections_are_replaced_for_body_less_requests() {
     // Every answer closes its connection right after it is written, though
     // it claims keep-alive: the pooled connection goes stale.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-            });
-        }
-    });
-    let gw = Gateway::start(&config(
-        &format!("  flaky: {{ targets: [\"http://{addr}\"], retries: {{ max: 0 }} }}"),
-        "  - { name: all, path: /*, upstream: flaky }",
-    ))
-    .await;
+    let addr = one_answer_upstream(false).await;
+    let gw = gateway(addr).await;
     let http = client();
     for i in 0..50 {
         let r = http.get(format!("{}/x", gw.url)).send().await.unwrap();

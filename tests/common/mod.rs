@@ -311,6 +311,51 @@ where
     }
 }
 
+/// Reads one request head (through its blank line) from `s`, keeping what
+/// follows it in `seen` for the next call. `None` at the end of the stream.
+pub async fn read_request_head(s: &mut tokio::net::TcpStream, seen: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..i + 4]).into_owned();
+            seen.drain(..i + 4);
+            return Some(head);
+        }
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An upstream whose connections answer one request with `ok` (claiming
+/// keep-alive) and then close: at once, or, with `wait_for_next`, only once
+/// the next request has arrived (which is dropped unanswered). Either way
+/// a pooled connection to it goes stale.
+pub async fn one_answer_upstream(wait_for_next: bool) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                if read_request_head(&mut s, &mut seen).await.is_none() {
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                if wait_for_next {
+                    let _ = read_request_head(&mut s, &mut seen).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A config with gateway and admin on port 0, access log off, and the given
 /// `upstreams:` and `routes:` bodies (already indented by two spaces).
 pub fn config(upstreams: &str, routes: &str) -> String {
