@@ -11,8 +11,8 @@
 #   PROFILE=quick bench/proxy-instructions.sh    # faster to build, not for records
 #   PEER=nginx bench/proxy-instructions.sh       # nginx, counted the same way
 #
-# nginx runs with one worker and no master process, with upstream keep-alive
-# and the headers bench/proxy.sh sets. KEEP=path keeps the callgrind output.
+# nginx runs with one worker and no master process, configured as in
+# bench/proxy.sh (bench/nginx-proxy.sh). KEEP=path keeps the callgrind output.
 #
 # Installs wrk and valgrind (and nginx for PEER=nginx) from Debian if missing.
 set -euo pipefail
@@ -25,6 +25,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-19010}
 PROXY_PORT=${PROXY_PORT:-19092}
 
 . bench/need.sh
+. bench/nginx-proxy.sh
 need wrk wrk
 need valgrind valgrind
 if [ "$PEER" = nginx ]; then need nginx nginx; fi
@@ -44,32 +45,8 @@ trap cleanup EXIT
 pids+=($!)
 callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out")
 if [ "$PEER" = nginx ]; then
-    cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    upstream static { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
-    server {
-        listen 127.0.0.1:$PROXY_PORT;
-        location / {
-            proxy_pass http://static;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id;
-        }
-    }
-}
-EOF
+    nginx_proxy_conf "$work/nginx.conf" "$work" "$PROXY_PORT" "$UPSTREAM_PORT" "access_log off;" \
+        "worker_processes 1;" "master_process off;"
     "${callgrind[@]}" nginx -c "$work/nginx.conf" -p "$work" >"$work/proxy.log" 2>&1 &
 else
     cat >"$work/routes.yaml" <<EOF

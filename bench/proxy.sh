@@ -26,6 +26,7 @@ GATEHOUSE_PORT=${GATEHOUSE_PORT:-19082}
 PATH_UNDER_TEST=/healthz
 
 . bench/need.sh
+. bench/nginx-proxy.sh
 need wrk wrk
 need nginx nginx
 
@@ -54,31 +55,7 @@ pids+=($!)
 
 nginx_log="access_log off;"
 [ "$ACCESS_LOG" = on ] && nginx_log="access_log $work/access.log;"
-cat >"$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-    $nginx_log
-    upstream static { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://static;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id;
-        }
-    }
-}
-EOF
+nginx_proxy_conf "$work/nginx.conf" "$work" "$NGINX_PORT" "$UPSTREAM_PORT" "$nginx_log" "worker_processes auto;"
 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 
