@@ -18,6 +18,7 @@
 //! connection closed before the request went out) is always safe to retry;
 //! [`SendError::Failed`] is not, unless the method is idempotent.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -205,55 +206,66 @@ impl Connector {
     /// Sends `req` to `target` on an idle connection if there is one, a new
     /// one otherwise. HTTP/1.1 answers come with the [`Lease`] of their
     /// connection.
-    pub(crate) async fn send(
-        &self,
-        target: &Target,
+    ///
+    /// Written as a function returning an `async move` block (as are the
+    /// other steps of the request path) rather than as an `async fn`: an
+    /// `async fn` keeps each by-value argument twice in its state, once as
+    /// passed and once as the local it is moved into, and every request's
+    /// future embeds (and moves) this state.
+    pub(crate) fn send<'a>(
+        &'a self,
+        target: &'a Target,
         req: Request<UpstreamBody>,
-    ) -> Result<(Response<UpstreamIncoming>, Option<Lease>), SendError> {
-        if self.protocol == UpstreamProtocol::Http2 {
-            // Boxed: kept out of the HTTP/1.1 path's state, which every
-            // request's future embeds (and moves) whole.
-            return Box::pin(self.send_h2(target, req)).await.map(|(r, l)| (from_hyper(r), l));
+    ) -> impl Future<Output = Result<(Response<UpstreamIncoming>, Option<Lease>), SendError>> + Send + 'a {
+        async move {
+            if self.protocol == UpstreamProtocol::Http2 {
+                // Boxed: kept out of the HTTP/1.1 path's state.
+                return Box::pin(self.send_h2(target, req)).await.map(|(r, l)| (from_hyper(r), l));
+            }
+            let own = target.scheme == http::uri::Scheme::HTTP
+                && req.body().is_end_stream()
+                && !req.headers().contains_key(header::UPGRADE);
+            if own {
+                let resp = self.send_own(target, &req).await?;
+                return Ok((resp.map(|body| UpstreamIncoming::Own { body }), None));
+            }
+            // Boxed: the common case above stays small.
+            let (resp, lease) = Box::pin(self.send_hyper_h1(target, req)).await?;
+            Ok((from_hyper(resp), Some(lease)))
         }
-        let own = target.scheme == http::uri::Scheme::HTTP
-            && req.body().is_end_stream()
-            && !req.headers().contains_key(header::UPGRADE);
-        if own {
-            let resp = self.send_own(target, req).await?;
-            return Ok((resp.map(|body| UpstreamIncoming::Own { body }), None));
-        }
-        // Boxed: the common case above stays small.
-        let (resp, lease) = Box::pin(self.send_hyper_h1(target, req)).await?;
-        Ok((from_hyper(resp), Some(lease)))
     }
 
     /// A body-less request over the own exchange. A pooled connection that
     /// fails before the request went out (or, for idempotent methods, closes
     /// without answering) is dropped and the request goes on another one.
-    async fn send_own(
-        &self,
-        target: &Target,
-        req: Request<UpstreamBody>,
-    ) -> Result<Response<h1::RawBody>, SendError> {
-        let pool = target.pools.get();
-        let retry_closed = super::headers::is_idempotent(req.method());
-        loop {
-            let (conn, reused) = match pool.take_own(self.pool.idle_timeout) {
-                Some(conn) => (conn, true),
-                None => (Box::pin(self.connect_own(target)).await?, false),
-            };
-            let home = h1::Home { pool: pool.clone(), max_idle: self.pool.max_idle_per_target };
-            match conn.exchange(&req, target.authority.as_str(), home).await {
-                Ok(resp) => return Ok(resp),
-                Err(ExchangeError::Unsent(_) | ExchangeError::Closed) if reused && retry_closed => continue,
-                Err(ExchangeError::Unsent(_)) if reused => continue,
-                Err(ExchangeError::Unsent(e)) => {
-                    return Err(SendError::NotSent(format!("writing to {}: {e}", target.label)))
+    fn send_own<'a>(
+        &'a self,
+        target: &'a Target,
+        req: &'a Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<h1::RawBody>, SendError>> + Send + 'a {
+        async move {
+            let pool = target.pools.get();
+            let retry_closed = super::headers::is_idempotent(req.method());
+            loop {
+                let (conn, reused) = match pool.take_own(self.pool.idle_timeout) {
+                    Some(conn) => (conn, true),
+                    None => (Box::pin(self.connect_own(target)).await?, false),
+                };
+                let home = h1::Home { pool: pool.clone(), max_idle: self.pool.max_idle_per_target };
+                match conn.exchange(req, target.authority.as_str(), home).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(ExchangeError::Unsent(_) | ExchangeError::Closed) if reused && retry_closed => continue,
+                    Err(ExchangeError::Unsent(_)) if reused => continue,
+                    Err(ExchangeError::Unsent(e)) => {
+                        return Err(SendError::NotSent(format!("writing to {}: {e}", target.label)))
+                    }
+                    Err(ExchangeError::Closed) => {
+                        return Err(SendError::Broken(
+                            "upstream closed the connection without answering".into(),
+                        ))
+                    }
+                    Err(ExchangeError::Broken(reason)) => return Err(SendError::Broken(reason)),
                 }
-                Err(ExchangeError::Closed) => {
-                    return Err(SendError::Broken("upstream closed the connection without answering".into()))
-                }
-                Err(ExchangeError::Broken(reason)) => return Err(SendError::Broken(reason)),
             }
         }
     }

@@ -108,71 +108,74 @@ impl Conn {
 
     /// Sends a body-less `req` and reads the response head. A response whose
     /// body has arrived with it hands the connection back to `home` at once.
-    pub(crate) async fn exchange(
+    pub(crate) fn exchange<'a>(
         mut self,
-        req: &Request<UpstreamBody>,
-        authority: &str,
+        req: &'a Request<UpstreamBody>,
+        authority: &'a str,
         home: Home,
-    ) -> Result<Response<RawBody>, ExchangeError> {
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        encode_head(req, authority, &mut out);
-        let written = self.io.write_all(&out).await;
-        self.out = out;
-        written.map_err(ExchangeError::Unsent)?;
+    ) -> impl Future<Output = Result<Response<RawBody>, ExchangeError>> + Send + 'a {
+        // An `async move` block, not an `async fn`: see `Connector::send`.
+        async move {
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            encode_head(req, authority, &mut out);
+            let written = self.io.write_all(&out).await;
+            self.out = out;
+            written.map_err(ExchangeError::Unsent)?;
 
-        // Whether an informational (1xx) answer came first.
-        let mut informed = false;
-        let head = loop {
-            match parse_head(&mut self.buf, &mut self.fields)? {
-                Some(head) if head.parts.status.is_informational() => {
-                    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
+            // Whether an informational (1xx) answer came first.
+            let mut informed = false;
+            let head = loop {
+                match parse_head(&mut self.buf, &mut self.fields)? {
+                    Some(head) if head.parts.status.is_informational() => {
+                        if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                            return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
+                        }
+                        // 100 Continue, 103 Early Hints: the answer follows.
+                        informed = true;
                     }
-                    // 100 Continue, 103 Early Hints: the answer follows.
-                    informed = true;
+                    Some(head) => break head,
+                    None => {
+                        if self.buf.len() > MAX_HEAD {
+                            return Err(ExchangeError::Broken(format!(
+                                "response head larger than {} KiB",
+                                MAX_HEAD / 1024
+                            )));
+                        }
+                        let nothing_yet = self.buf.is_empty() && !informed;
+                        let n = match self.fill().await {
+                            Ok(n) => n,
+                            // Reset before answering: closed, as an end of stream.
+                            Err(_) if nothing_yet => return Err(ExchangeError::Closed),
+                            Err(e) => return Err(ExchangeError::Broken(e.to_string())),
+                        };
+                        if n == 0 && nothing_yet {
+                            return Err(ExchangeError::Closed);
+                        }
+                        if n == 0 {
+                            return Err(ExchangeError::Broken(
+                                "upstream closed the connection in the response head".into(),
+                            ));
+                        }
+                    }
                 }
-                Some(head) => break head,
-                None => {
-                    if self.buf.len() > MAX_HEAD {
-                        return Err(ExchangeError::Broken(format!(
-                            "response head larger than {} KiB",
-                            MAX_HEAD / 1024
-                        )));
-                    }
-                    let nothing_yet = self.buf.is_empty() && !informed;
-                    let n = match self.fill().await {
-                        Ok(n) => n,
-                        // Reset before answering: closed, as an end of stream.
-                        Err(_) if nothing_yet => return Err(ExchangeError::Closed),
-                        Err(e) => return Err(ExchangeError::Broken(e.to_string())),
-                    };
-                    if n == 0 && nothing_yet {
-                        return Err(ExchangeError::Closed);
-                    }
-                    if n == 0 {
-                        return Err(ExchangeError::Broken(
-                            "upstream closed the connection in the response head".into(),
-                        ));
-                    }
-                }
-            }
-        };
+            };
 
-        let framing = framing(req.method(), head.parts.status, &head.body);
-        let keep_alive = head.keep_alive && !matches!(framing, Framing::UntilClose);
-        let mut body = RawBody { reading: None, whole: None };
-        match framing {
-            Framing::Length(n) if (self.buf.len() as u64) >= n => {
-                // The usual case: the whole answer is here.
-                let n = n as usize;
-                body.whole = (n > 0).then(|| self.buf.split_to(n).freeze());
-                self.finish(keep_alive, home);
+            let framing = framing(req.method(), head.parts.status, &head.body);
+            let keep_alive = head.keep_alive && !matches!(framing, Framing::UntilClose);
+            let mut body = RawBody { reading: None, whole: None };
+            match framing {
+                Framing::Length(n) if (self.buf.len() as u64) >= n => {
+                    // The usual case: the whole answer is here.
+                    let n = n as usize;
+                    body.whole = (n > 0).then(|| self.buf.split_to(n).freeze());
+                    self.finish(keep_alive, home);
+                }
+                Framing::Length(0) | Framing::Empty => self.finish(keep_alive, home),
+                framing => body.reading = Some(Box::new(Reading { conn: self, framing, keep_alive, home })),
             }
-            Framing::Length(0) | Framing::Empty => self.finish(keep_alive, home),
-            framing => body.reading = Some(Box::new(Reading { conn: self, framing, keep_alive, home })),
+            Ok(Response::from_parts(head.parts, body))
         }
-        Ok(Response::from_parts(head.parts, body))
     }
 
     /// Reads more into the buffer; 0 at the end of the stream.

@@ -24,6 +24,7 @@ mod health;
 pub mod upstream;
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -123,11 +124,66 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 impl Upstream {
     /// Forwards `req` to one of this upstream's targets.
-    pub async fn forward(
+    ///
+    /// The request is rewritten before the returned future is first polled;
+    /// the future keeps only what the attempts need (see
+    /// `Connector::send` on why these are not `async fn`s).
+    pub fn forward<'a>(
+        &'a self,
+        req: Request<Incoming>,
+        opts: ForwardOptions<'a>,
+    ) -> impl Future<Output = Result<Forwarded, ProxyError>> + Send + 'a {
+        let mut prepared = self.prepare(req, &opts);
+        async move {
+            let (template, body, client_upgrade) = match prepared {
+                Ok((ref mut template, body, ref mut client_upgrade)) => (template, body, client_upgrade),
+                Err(e) => return Err(e),
+            };
+            let is_upgrade = client_upgrade.is_some();
+            let attempt = self.send_with_retries(template, body, &opts, is_upgrade);
+            let (mut resp, target, in_flight, mut lease) =
+                match tokio::time::timeout(opts.timeout, attempt).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        return Err(ProxyError::Timeout { upstream: self.name().clone(), after: opts.timeout })
+                    }
+                };
+
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            match (client_upgrade.take(), switching) {
+                (Some(client_side), true) => {
+                    // The connection now belongs to the tunnel.
+                    lease = None;
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    let label = self.targets()[target].label.clone();
+                    tokio::spawn(async move {
+                        match tokio::try_join!(client_side, upstream_side) {
+                            Ok((c, u)) => {
+                                let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                                    tracing::debug!(target = %label, error = %e, "upgraded connection ended");
+                                }
+                            }
+                            Err(e) => tracing::debug!(target = %label, error = %e, "upgrade failed"),
+                        }
+                    });
+                }
+                _ => headers::strip_hop_by_hop(resp.headers_mut()),
+            }
+            let response =
+                resp.map(|body| GatewayBody::from(ResponseBody { body, in_flight: Some(in_flight), lease }));
+            Ok(Forwarded { response, target: self.targets()[target].label.clone() })
+        }
+    }
+
+    /// Checks the declared body size and rewrites the request for the
+    /// upstream: its path, hop-by-hop and forwarding headers, `Host`.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
         &self,
         mut req: Request<Incoming>,
-        opts: ForwardOptions<'_>,
-    ) -> Result<Forwarded, ProxyError> {
+        opts: &ForwardOptions<'_>,
+    ) -> Result<(RequestTemplate, Incoming, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
         if content_length(req.headers()).is_some_and(|n| n > opts.max_body) {
             return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
         }
@@ -146,7 +202,7 @@ impl Upstream {
         };
         let path_and_query = rewrite_path(&parts.uri, opts.normalized_path, opts.strip_prefix);
         headers::strip_hop_by_hop(&mut parts.headers);
-        if let Some(protocol) = upgrade.clone() {
+        if let Some(protocol) = upgrade {
             headers::restore_upgrade(&mut parts.headers, protocol);
         }
         headers::set_forwarded(
@@ -176,118 +232,91 @@ impl Upstream {
             headers: parts.headers,
             has_host,
         };
-
-        let attempt = self.send_with_retries(template, body, &opts, upgrade.is_some());
-        let (mut resp, target, in_flight, mut lease) = match tokio::time::timeout(opts.timeout, attempt).await
-        {
-            Ok(result) => result?,
-            Err(_) => return Err(ProxyError::Timeout { upstream: self.name().clone(), after: opts.timeout }),
-        };
-
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        match (client_upgrade, switching) {
-            (Some(client_side), true) => {
-                // The connection now belongs to the tunnel.
-                lease = None;
-                let upstream_side = hyper::upgrade::on(&mut resp);
-                let label = self.targets()[target].label.clone();
-                tokio::spawn(async move {
-                    match tokio::try_join!(client_side, upstream_side) {
-                        Ok((c, u)) => {
-                            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                                tracing::debug!(target = %label, error = %e, "upgraded connection ended");
-                            }
-                        }
-                        Err(e) => tracing::debug!(target = %label, error = %e, "upgrade failed"),
-                    }
-                });
-            }
-            _ => headers::strip_hop_by_hop(resp.headers_mut()),
-        }
-        let response =
-            resp.map(|body| GatewayBody::from(ResponseBody { body, in_flight: Some(in_flight), lease }));
-        Ok(Forwarded { response, target: self.targets()[target].label.clone() })
+        Ok((template, body, client_upgrade))
     }
 
-    async fn send_with_retries(
-        &self,
-        mut template: RequestTemplate,
+    fn send_with_retries<'a>(
+        &'a self,
+        template: &'a mut RequestTemplate,
         body: Incoming,
-        opts: &ForwardOptions<'_>,
+        opts: &'a ForwardOptions<'a>,
         is_upgrade: bool,
-    ) -> Result<(Response<UpstreamIncoming>, usize, InFlight, Option<Lease>), ProxyError> {
-        let up = &self.inner;
-        let retries = &up.config.retries;
-        let max_retries = if is_upgrade { 0 } else { retries.max };
-        let buffer = if max_retries > 0 { retries.buffer.min(opts.max_body) } else { 0 };
-        let mut body = RequestBody::prepare(body, opts.max_body, buffer).await?;
-        let idempotent = headers::is_idempotent(&template.method);
-        let mut tried: Vec<usize> = Vec::with_capacity(2);
-        let mut last_error = None;
+    ) -> impl Future<Output = Result<(Response<UpstreamIncoming>, usize, InFlight, Option<Lease>), ProxyError>>
+           + Send
+           + 'a {
+        async move {
+            let up = &self.inner;
+            let retries = &up.config.retries;
+            let max_retries = if is_upgrade { 0 } else { retries.max };
+            let buffer = if max_retries > 0 { retries.buffer.min(opts.max_body) } else { 0 };
+            let mut body = RequestBody::prepare(body, opts.max_body, buffer).await?;
+            let idempotent = headers::is_idempotent(&template.method);
+            let mut tried: Vec<usize> = Vec::with_capacity(2);
+            let mut last_error = None;
 
-        for attempt in 0..=max_retries {
-            let Some(index) = up.pick(&tried) else { break };
-            tried.push(index);
-            let Some(attempt_body) = body.for_attempt() else { break };
-            let target = &up.targets[index];
-            // Whether another attempt could follow this one.
-            let more = attempt < max_retries && body.replayable() && up.has_candidate(&tried);
-            let req = template.build(target, attempt_body, more);
-            target.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let in_flight = InFlight::new(&target.in_flight);
-            match up.connector.send(target, req).await {
-                Ok((resp, lease)) => {
-                    let status = resp.status();
-                    if status.is_server_error() {
+            for attempt in 0..=max_retries {
+                let Some(index) = up.pick(&tried) else { break };
+                tried.push(index);
+                let Some(attempt_body) = body.for_attempt() else { break };
+                let target = &up.targets[index];
+                // Whether another attempt could follow this one.
+                let more = attempt < max_retries && body.replayable() && up.has_candidate(&tried);
+                let req = template.build(target, attempt_body, more);
+                target.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let in_flight = InFlight::new(&target.in_flight);
+                match up.connector.send(target, req).await {
+                    Ok((resp, lease)) => {
+                        let status = resp.status();
+                        if status.is_server_error() {
+                            up.record_failure(index);
+                        } else {
+                            up.record_success(index);
+                        }
+                        if more && idempotent && retries.statuses.contains(&status.as_u16()) {
+                            tracing::debug!(upstream = %up.name, target = %target.label, %status, "retrying on another target");
+                            continue;
+                        }
+                        return Ok((resp, index, in_flight, lease));
+                    }
+                    Err(SendError::NotSent(reason)) => {
                         up.record_failure(index);
-                    } else {
-                        up.record_success(index);
-                    }
-                    if more && idempotent && retries.statuses.contains(&status.as_u16()) {
-                        tracing::debug!(upstream = %up.name, target = %target.label, %status, "retrying on another target");
-                        continue;
-                    }
-                    return Ok((resp, index, in_flight, lease));
-                }
-                Err(SendError::NotSent(reason)) => {
-                    up.record_failure(index);
-                    tracing::debug!(upstream = %up.name, target = %target.label, %reason, "could not reach target");
-                    let error =
-                        ProxyError::Connect { upstream: up.name.clone(), target: target.label.clone() };
-                    // The request never left, so any method may go elsewhere.
-                    if more {
-                        last_error = Some(error);
-                        continue;
-                    }
-                    return Err(error);
-                }
-                Err(failed @ (SendError::Failed(_) | SendError::Broken(_))) => {
-                    let reason = match failed {
-                        SendError::Failed(e) if has_cause::<LengthLimitError>(&e) => {
-                            return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
+                        tracing::debug!(upstream = %up.name, target = %target.label, %reason, "could not reach target");
+                        let error =
+                            ProxyError::Connect { upstream: up.name.clone(), target: target.label.clone() };
+                        // The request never left, so any method may go elsewhere.
+                        if more {
+                            last_error = Some(error);
+                            continue;
                         }
-                        SendError::Failed(e) if e.is_user() => {
-                            return Err(ProxyError::ClientBody(root_cause(&e)))
-                        }
-                        SendError::Failed(e) => root_cause(&e),
-                        SendError::Broken(reason) | SendError::NotSent(reason) => reason,
-                    };
-                    tracing::debug!(upstream = %up.name, target = %target.label, %reason, "upstream attempt failed");
-                    let error = ProxyError::Failed {
-                        upstream: up.name.clone(),
-                        target: target.label.clone(),
-                        reason,
-                    };
-                    if more && idempotent {
-                        last_error = Some(error);
-                        continue;
+                        return Err(error);
                     }
-                    return Err(error);
+                    Err(failed @ (SendError::Failed(_) | SendError::Broken(_))) => {
+                        let reason = match failed {
+                            SendError::Failed(e) if has_cause::<LengthLimitError>(&e) => {
+                                return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
+                            }
+                            SendError::Failed(e) if e.is_user() => {
+                                return Err(ProxyError::ClientBody(root_cause(&e)))
+                            }
+                            SendError::Failed(e) => root_cause(&e),
+                            SendError::Broken(reason) | SendError::NotSent(reason) => reason,
+                        };
+                        tracing::debug!(upstream = %up.name, target = %target.label, %reason, "upstream attempt failed");
+                        let error = ProxyError::Failed {
+                            upstream: up.name.clone(),
+                            target: target.label.clone(),
+                            reason,
+                        };
+                        if more && idempotent {
+                            last_error = Some(error);
+                            continue;
+                        }
+                        return Err(error);
+                    }
                 }
             }
+            Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyTarget { upstream: up.name.clone() }))
         }
-        Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyTarget { upstream: up.name.clone() }))
     }
 }
 

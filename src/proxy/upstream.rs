@@ -200,13 +200,13 @@ impl Upstream {
     }
 
     pub fn snapshot(&self) -> Vec<TargetSnapshot> {
-        let now = self.inner.now_ms();
+        let now = self.inner.now();
         self.inner
             .targets
             .iter()
             .map(|t| TargetSnapshot {
                 label: t.label.clone(),
-                usable: self.inner.usable(t, now),
+                usable: self.inner.usable(t, &now),
                 in_flight: t.in_flight.load(Ordering::Relaxed),
                 requests: t.requests.load(Ordering::Relaxed),
                 failures: t.failures.load(Ordering::Relaxed),
@@ -222,21 +222,31 @@ impl UpstreamInner {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Each target's index and whether it can take requests now.
-    pub fn snapshot_usable(&self) -> impl Iterator<Item = (usize, bool)> + '_ {
-        let now = self.now_ms();
-        self.targets.iter().enumerate().map(move |(i, t)| (i, self.usable(t, now)))
+    /// The clock for one decision, read only if a target is ejected.
+    fn now(&self) -> LazyNow<'_> {
+        LazyNow { inner: self, ms: std::cell::OnceCell::new() }
     }
 
-    fn usable(&self, t: &Target, now_ms: u64) -> bool {
-        t.active_health() != ActiveHealth::Unhealthy && t.ejected_until.load(Ordering::Relaxed) <= now_ms
+    /// Each target's index and whether it can take requests now.
+    pub fn snapshot_usable(&self) -> impl Iterator<Item = (usize, bool)> + '_ {
+        let now = self.now();
+        self.targets.iter().enumerate().map(move |(i, t)| (i, self.usable(t, &now)))
+    }
+
+    fn usable(&self, t: &Target, now: &LazyNow<'_>) -> bool {
+        if t.active_health() == ActiveHealth::Unhealthy {
+            return false;
+        }
+        // Never ejected (the common case) needs no clock.
+        let until = t.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now.ms()
     }
 
     /// Picks a usable target not in `exclude`.
     pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
-        let now = self.now_ms();
+        let now = self.now();
         let n = self.targets.len();
-        let ok = |i: usize| !exclude.contains(&i) && self.usable(&self.targets[i], now);
+        let ok = |i: usize| !exclude.contains(&i) && self.usable(&self.targets[i], &now);
         match self.config.balance {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -295,6 +305,18 @@ impl UpstreamInner {
         if t.passive_failures.load(Ordering::Relaxed) != 0 {
             t.passive_failures.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+/// Milliseconds since the upstream's epoch, read at most once.
+struct LazyNow<'a> {
+    inner: &'a UpstreamInner,
+    ms: std::cell::OnceCell<u64>,
+}
+
+impl LazyNow<'_> {
+    fn ms(&self) -> u64 {
+        *self.ms.get_or_init(|| self.inner.now_ms())
     }
 }
 

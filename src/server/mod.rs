@@ -255,6 +255,7 @@ fn http_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
         // waits for its next request, which would cap the idle time.
         .header_read_timeout(None)
         .max_buf_size(max_head)
+        .writev(false)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
