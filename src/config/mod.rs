@@ -268,9 +268,13 @@ pub struct PassiveHealthConfig {
     pub eject_for: Duration,
 }
 
+/// The most `retries.max` accepts.
+pub const MAX_RETRIES: u32 = 10;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryConfig {
-    /// Further attempts after the first, each on another target.
+    /// Further attempts after the first, each on another target (at most
+    /// [`MAX_RETRIES`]).
     pub max: u32,
     /// Statuses that make an idempotent request retry.
     pub statuses: Vec<u16>,
@@ -859,7 +863,7 @@ fn decode_retries(d: &mut Decoder<'_>, node: Option<Node<'_>>) -> RetryConfig {
         RetryConfig { max: defaults::RETRIES as u32, statuses: Vec::new(), buffer: defaults::RETRY_BUFFER };
     let Some(node) = node else { return r };
     let Some(t) = d.table(&node, &["max", "statuses", "buffer"], &[]) else { return r };
-    if let Some(v) = t.get("max").and_then(|n| d.integer(&n, 0, 10)) {
+    if let Some(v) = t.get("max").and_then(|n| d.integer(&n, 0, u64::from(MAX_RETRIES))) {
         r.max = v as u32;
     }
     if let Some(n) = t.get("statuses") {

@@ -216,17 +216,23 @@ impl Connector {
         &'a self,
         target: &'a Target,
         req: Request<UpstreamBody>,
-    ) -> impl Future<Output = Result<(Response<UpstreamIncoming>, Option<Lease>), SendError>> + Send + 'a {
+    ) -> impl Future<Output = Result<(Response<UpstreamIncoming>, Option<Lease>), SendError>> + Send + 'a
+    {
         async move {
             if self.protocol == UpstreamProtocol::Http2 {
                 // Boxed: kept out of the HTTP/1.1 path's state.
                 return Box::pin(self.send_h2(target, req)).await.map(|(r, l)| (from_hyper(r), l));
             }
-            let own = target.scheme == http::uri::Scheme::HTTP
-                && req.body().is_end_stream()
-                && !req.headers().contains_key(header::UPGRADE);
-            if own {
-                let resp = self.send_own(target, &req).await?;
+            let upgrade = req.headers().contains_key(header::UPGRADE);
+            if self.exchanges_own(target, req.body().is_end_stream(), upgrade) {
+                let host = (!req.headers().contains_key(header::HOST)).then(|| target.authority.as_str());
+                let head = h1::RequestHead {
+                    method: req.method(),
+                    target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+                    headers: req.headers(),
+                    host,
+                };
+                let resp = self.send_own(target, head).await?;
                 return Ok((resp.map(|body| UpstreamIncoming::Own { body }), None));
             }
             // Boxed: the common case above stays small.
@@ -235,26 +241,38 @@ impl Connector {
         }
     }
 
-    /// A body-less request over the own exchange. A pooled connection that
+    /// Whether a request goes over the own exchange: a body-less, non-upgrade
+    /// HTTP/1.1 request to a plaintext target.
+    pub(crate) fn exchanges_own(&self, target: &Target, body_empty: bool, upgrade: bool) -> bool {
+        self.protocol == UpstreamProtocol::Http1
+            && target.scheme == http::uri::Scheme::HTTP
+            && body_empty
+            && !upgrade
+    }
+
+    /// A body-less request over the own exchange (see
+    /// [`exchanges_own`](Self::exchanges_own)). A pooled connection that
     /// fails before the request went out (or, for idempotent methods, closes
     /// without answering) is dropped and the request goes on another one.
-    fn send_own<'a>(
+    pub(crate) fn send_own<'a>(
         &'a self,
         target: &'a Target,
-        req: &'a Request<UpstreamBody>,
+        head: h1::RequestHead<'a>,
     ) -> impl Future<Output = Result<Response<h1::RawBody>, SendError>> + Send + 'a {
         async move {
             let pool = target.pools.get();
-            let retry_closed = super::headers::is_idempotent(req.method());
+            let retry_closed = super::headers::is_idempotent(head.method);
             loop {
                 let (conn, reused) = match pool.take_own(self.pool.idle_timeout) {
                     Some(conn) => (conn, true),
                     None => (Box::pin(self.connect_own(target)).await?, false),
                 };
                 let home = h1::Home { pool: pool.clone(), max_idle: self.pool.max_idle_per_target };
-                match conn.exchange(req, target.authority.as_str(), home).await {
+                match conn.exchange(&head, home).await {
                     Ok(resp) => return Ok(resp),
-                    Err(ExchangeError::Unsent(_) | ExchangeError::Closed) if reused && retry_closed => continue,
+                    Err(ExchangeError::Unsent(_) | ExchangeError::Closed) if reused && retry_closed => {
+                        continue
+                    }
                     Err(ExchangeError::Unsent(_)) if reused => continue,
                     Err(ExchangeError::Unsent(e)) => {
                         return Err(SendError::NotSent(format!("writing to {}: {e}", target.label)))

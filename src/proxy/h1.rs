@@ -25,14 +25,13 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{response, Method, Request, Response, StatusCode, Version};
+use http::{response, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{self, Decoder};
 use super::client::ConnPool;
-use super::UpstreamBody;
 
 /// Most headers accepted in an upstream response (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -69,6 +68,17 @@ pub(crate) enum ExchangeError {
     /// The upstream closed the connection or answered something that is not
     /// HTTP/1.1.
     Broken(String),
+}
+
+/// The head of a body-less request, borrowed from wherever the request is
+/// kept (a `Request`, or the proxy's template for all attempts).
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a Method,
+    /// The request target in origin form (path and query).
+    pub(crate) target: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    /// The `Host` to send when `headers` has none.
+    pub(crate) host: Option<&'a str>,
 }
 
 /// Where a connection goes back to once its exchange is over.
@@ -110,15 +120,14 @@ impl Conn {
     /// body has arrived with it hands the connection back to `home` at once.
     pub(crate) fn exchange<'a>(
         mut self,
-        req: &'a Request<UpstreamBody>,
-        authority: &'a str,
+        req: &'a RequestHead<'a>,
         home: Home,
     ) -> impl Future<Output = Result<Response<RawBody>, ExchangeError>> + Send + 'a {
         // An `async move` block, not an `async fn`: see `Connector::send`.
         async move {
             let mut out = std::mem::take(&mut self.out);
             out.clear();
-            encode_head(req, authority, &mut out);
+            encode_head(req, &mut out);
             let written = self.io.write_all(&out).await;
             self.out = out;
             written.map_err(ExchangeError::Unsent)?;
@@ -161,7 +170,7 @@ impl Conn {
                 }
             };
 
-            let framing = framing(req.method(), head.parts.status, &head.body);
+            let framing = framing(req.method, head.parts.status, &head.body);
             let keep_alive = head.keep_alive && !matches!(framing, Framing::UntilClose);
             let mut body = RawBody { reading: None, whole: None };
             match framing {
@@ -347,26 +356,25 @@ fn framing(method: &Method, status: StatusCode, body: &BodyHeaders) -> Framing {
 
 /// Writes the request line and headers (origin form; `Host` from the
 /// target when the request has none).
-fn encode_head(req: &Request<UpstreamBody>, authority: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(req.method().as_str().as_bytes());
+fn encode_head(req: &RequestHead<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(req.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let headers = req.headers();
-    if !headers.contains_key(header::HOST) {
+    if let Some(host) = req.host {
         out.extend_from_slice(b"host: ");
-        out.extend_from_slice(authority.as_bytes());
+        out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
+    for (name, value) in req.headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     // A method that usually carries a body says it has none.
-    let expects_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    if expects_body && !headers.contains_key(header::CONTENT_LENGTH) {
+    let expects_body = matches!(*req.method, Method::POST | Method::PUT | Method::PATCH);
+    if expects_body && !req.headers.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -576,12 +584,16 @@ mod tests {
 
     #[test]
     fn heads_are_encoded_in_origin_form_with_a_host() {
-        let mut req = Request::new(UpstreamBody::empty());
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = "http://ignored:1/a/b?c=d".parse().unwrap();
-        req.headers_mut().insert("x-one", HeaderValue::from_static("1"));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        let req = RequestHead {
+            method: &Method::POST,
+            target: "/a/b?c=d",
+            headers: &headers,
+            host: Some("127.0.0.1:9000"),
+        };
         let mut out = Vec::new();
-        encode_head(&req, "127.0.0.1:9000", &mut out);
+        encode_head(&req, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /a/b?c=d HTTP/1.1\r\nhost: 127.0.0.1:9000\r\nx-one: 1\r\ncontent-length: 0\r\n\r\n"

@@ -141,13 +141,14 @@ impl Upstream {
             };
             let is_upgrade = client_upgrade.is_some();
             let attempt = self.send_with_retries(template, body, &opts, is_upgrade);
-            let (mut resp, target, in_flight, mut lease) =
-                match tokio::time::timeout(opts.timeout, attempt).await {
-                    Ok(result) => result?,
-                    Err(_) => {
-                        return Err(ProxyError::Timeout { upstream: self.name().clone(), after: opts.timeout })
-                    }
-                };
+            let (mut resp, target, in_flight, mut lease) = match tokio::time::timeout(opts.timeout, attempt)
+                .await
+            {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(ProxyError::Timeout { upstream: self.name().clone(), after: opts.timeout })
+                }
+            };
 
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             match (client_upgrade.take(), switching) {
@@ -251,20 +252,31 @@ impl Upstream {
             let buffer = if max_retries > 0 { retries.buffer.min(opts.max_body) } else { 0 };
             let mut body = RequestBody::prepare(body, opts.max_body, buffer).await?;
             let idempotent = headers::is_idempotent(&template.method);
-            let mut tried: Vec<usize> = Vec::with_capacity(2);
+            // The targets tried so far (no allocation: attempts are bounded).
+            let mut tried = [0usize; crate::config::MAX_RETRIES as usize + 1];
+            let mut tries = 0;
             let mut last_error = None;
 
             for attempt in 0..=max_retries {
-                let Some(index) = up.pick(&tried) else { break };
-                tried.push(index);
+                let Some(index) = up.pick(&tried[..tries]) else { break };
+                tried[tries] = index;
+                tries += 1;
                 let Some(attempt_body) = body.for_attempt() else { break };
                 let target = &up.targets[index];
                 // Whether another attempt could follow this one.
-                let more = attempt < max_retries && body.replayable() && up.has_candidate(&tried);
-                let req = template.build(target, attempt_body, more);
+                let more = attempt < max_retries && body.replayable() && up.has_candidate(&tried[..tries]);
                 target.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let in_flight = InFlight::new(&target.in_flight);
-                match up.connector.send(target, req).await {
+                let sent = if up.connector.exchanges_own(target, attempt_body.is_end_stream(), is_upgrade) {
+                    // Sent straight from the template: no request is built.
+                    let own = up.connector.send_own(target, template.head(target)).await;
+                    own.map(|resp| (resp.map(|body| UpstreamIncoming::Own { body }), None))
+                } else {
+                    let req = template.build(target, attempt_body, more);
+                    // Boxed: hyper's paths stay out of the common case's state.
+                    Box::pin(up.connector.send(target, req)).await
+                };
+                match sent {
                     Ok((resp, lease)) => {
                         let status = resp.status();
                         if status.is_server_error() {
@@ -339,6 +351,16 @@ struct RequestTemplate {
 }
 
 impl RequestTemplate {
+    /// The head for the own HTTP/1.1 exchange, borrowed from the template.
+    fn head<'a>(&'a self, target: &'a Target) -> h1::RequestHead<'a> {
+        h1::RequestHead {
+            method: &self.method,
+            target: self.path_and_query.as_str(),
+            headers: &self.headers,
+            host: (!self.has_host).then(|| target.authority.as_str()),
+        }
+    }
+
     /// Builds the request for one attempt; the headers are copied only when
     /// another attempt may need them.
     fn build(&mut self, target: &Target, body: UpstreamBody, keep: bool) -> Request<UpstreamBody> {
