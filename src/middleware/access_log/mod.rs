@@ -94,13 +94,15 @@ where
         let log = Arc::new(RequestLog::default());
         req.extensions_mut().insert(log.clone());
         self.metrics.in_flight.inc();
-        let line = self.enabled.then(|| Line {
+        // Boxed: the record travels with the response through every layer,
+        // and most gateways run without access lines.
+        let line = self.enabled.then(|| Box::new(Line {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             client: self.client,
             request_id: req.headers().get("x-request-id").cloned(),
-        });
+        }));
         let record = Record {
             start: Instant::now(),
             log,
@@ -126,7 +128,7 @@ struct Record {
     start: Instant,
     log: Arc<RequestLog>,
     metrics: Arc<HttpMetrics>,
-    line: Option<Line>,
+    line: Option<Box<Line>>,
     status: StatusCode,
     bytes: u64,
 }
