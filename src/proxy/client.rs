@@ -212,6 +212,7 @@ impl Connector {
     /// `async fn` keeps each by-value argument twice in its state, once as
     /// passed and once as the local it is moved into, and every request's
     /// future embeds (and moves) this state.
+    #[allow(clippy::manual_async_fn, reason = "an `async fn` keeps by-value arguments twice in its state")]
     pub(crate) fn send<'a>(
         &'a self,
         target: &'a Target,
@@ -254,6 +255,7 @@ impl Connector {
     /// [`exchanges_own`](Self::exchanges_own)). A pooled connection that
     /// fails before the request went out (or, for idempotent methods, closes
     /// without answering) is dropped and the request goes on another one.
+    #[allow(clippy::manual_async_fn, reason = "an `async fn` keeps by-value arguments twice in its state")]
     pub(crate) fn send_own<'a>(
         &'a self,
         target: &'a Target,

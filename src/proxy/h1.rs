@@ -118,6 +118,7 @@ impl Conn {
 
     /// Sends a body-less `req` and reads the response head. A response whose
     /// body has arrived with it hands the connection back to `home` at once.
+    #[allow(clippy::manual_async_fn, reason = "an `async fn` keeps by-value arguments twice in its state")]
     pub(crate) fn exchange<'a>(
         mut self,
         req: &'a RequestHead<'a>,
@@ -135,38 +136,40 @@ impl Conn {
             // Whether an informational (1xx) answer came first.
             let mut informed = false;
             let head = loop {
-                match parse_head(&mut self.buf, &mut self.fields)? {
-                    Some(head) if head.parts.status.is_informational() => {
-                        if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                            return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
-                        }
-                        // 100 Continue, 103 Early Hints: the answer follows.
-                        informed = true;
+                // Parsed in a statement of its own, so that no temporary of
+                // the parse lives across the read below (and in the state).
+                let parsed = parse_head(&mut self.buf, &mut self.fields)?;
+                if let Some(head) = parsed {
+                    if !head.parts.status.is_informational() {
+                        break head;
                     }
-                    Some(head) => break head,
-                    None => {
-                        if self.buf.len() > MAX_HEAD {
-                            return Err(ExchangeError::Broken(format!(
-                                "response head larger than {} KiB",
-                                MAX_HEAD / 1024
-                            )));
-                        }
-                        let nothing_yet = self.buf.is_empty() && !informed;
-                        let n = match self.fill().await {
-                            Ok(n) => n,
-                            // Reset before answering: closed, as an end of stream.
-                            Err(_) if nothing_yet => return Err(ExchangeError::Closed),
-                            Err(e) => return Err(ExchangeError::Broken(e.to_string())),
-                        };
-                        if n == 0 && nothing_yet {
-                            return Err(ExchangeError::Closed);
-                        }
-                        if n == 0 {
-                            return Err(ExchangeError::Broken(
-                                "upstream closed the connection in the response head".into(),
-                            ));
-                        }
+                    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
                     }
+                    // 100 Continue, 103 Early Hints: the answer follows.
+                    informed = true;
+                    continue;
+                }
+                if self.buf.len() > MAX_HEAD {
+                    return Err(ExchangeError::Broken(format!(
+                        "response head larger than {} KiB",
+                        MAX_HEAD / 1024
+                    )));
+                }
+                let nothing_yet = self.buf.is_empty() && !informed;
+                let n = match self.fill().await {
+                    Ok(n) => n,
+                    // Reset before answering: closed, as an end of stream.
+                    Err(_) if nothing_yet => return Err(ExchangeError::Closed),
+                    Err(e) => return Err(ExchangeError::Broken(e.to_string())),
+                };
+                if n == 0 && nothing_yet {
+                    return Err(ExchangeError::Closed);
+                }
+                if n == 0 {
+                    return Err(ExchangeError::Broken(
+                        "upstream closed the connection in the response head".into(),
+                    ));
                 }
             };
 

@@ -96,13 +96,15 @@ where
         self.metrics.in_flight.inc();
         // Boxed: the record travels with the response through every layer,
         // and most gateways run without access lines.
-        let line = self.enabled.then(|| Box::new(Line {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            client: self.client,
-            request_id: req.headers().get("x-request-id").cloned(),
-        }));
+        let line = self.enabled.then(|| {
+            Box::new(Line {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                client: self.client,
+                request_id: req.headers().get("x-request-id").cloned(),
+            })
+        });
         let record = Record {
             start: Instant::now(),
             log,
