@@ -134,3 +134,9 @@ g_p99=$(median <"$work/gatehouse.p99")
 echo
 awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "gatehouse/nginx requests/s: %.2fx\n", g / n }'
 awk -v g="$g_p99" -v n="$n_p99" 'BEGIN { printf "gatehouse/nginx p99:        %.2fx (below 1 is better)\n", g / n }'
+# The same ratios taken within each round (the two proxies measured back to
+# back), then their median: less exposed to the machine's load drifting
+# between rounds than the ratio of the medians.
+r_rps=$(paste "$work/gatehouse.rps" "$work/nginx.rps" | awk '{ printf "%.4f\n", $1 / $2 }' | median)
+r_p99=$(paste "$work/gatehouse.p99" "$work/nginx.p99" | awk '{ printf "%.4f\n", $1 / $2 }' | median)
+awk -v r="$r_rps" -v p="$r_p99" 'BEGIN { printf "median of per-round ratios: requests/s %.2fx, p99 %.2fx\n", r, p }'
