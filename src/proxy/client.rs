@@ -220,26 +220,29 @@ impl Connector {
     ) -> impl Future<Output = Result<(Response<UpstreamIncoming>, Option<Lease>), SendError>> + Send + 'a
     {
         async move {
-            if self.protocol == UpstreamProtocol::Http2 {
-                // Boxed: kept out of the HTTP/1.1 path's state.
-                return Box::pin(self.send_h2(target, req)).await.map(|(r, l)| (from_hyper(r), l));
-            }
             let upgrade = req.headers().contains_key(header::UPGRADE);
             if self.exchanges_own(target, req.body().is_end_stream(), upgrade) {
-                let host = (!req.headers().contains_key(header::HOST)).then(|| target.authority.as_str());
-                let head = h1::RequestHead {
-                    method: req.method(),
-                    target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
-                    headers: req.headers(),
-                    host,
-                };
-                let resp = self.send_own(target, head).await?;
+                let resp = self.send_own(target, h1::RequestHead::of(&req, &target.authority)).await?;
                 return Ok((resp.map(|body| UpstreamIncoming::Own { body }), None));
             }
             // Boxed: the common case above stays small.
-            let (resp, lease) = Box::pin(self.send_hyper_h1(target, req)).await?;
-            Ok((from_hyper(resp), Some(lease)))
+            Box::pin(self.send_hyper(target, req)).await
         }
+    }
+
+    /// Sends `req` over hyper's client: HTTP/2, or HTTP/1.1 for requests the
+    /// own exchange does not take. Callers box this future; its connect and
+    /// handshake states are large.
+    pub(crate) async fn send_hyper(
+        &self,
+        target: &Target,
+        req: Request<UpstreamBody>,
+    ) -> Result<(Response<UpstreamIncoming>, Option<Lease>), SendError> {
+        if self.protocol == UpstreamProtocol::Http2 {
+            return self.send_h2(target, req).await.map(|(r, l)| (from_hyper(r), l));
+        }
+        let (resp, lease) = self.send_hyper_h1(target, req).await?;
+        Ok((from_hyper(resp), Some(lease)))
     }
 
     /// Whether a request goes over the own exchange: a body-less, non-upgrade

@@ -81,6 +81,18 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) host: Option<&'a str>,
 }
 
+impl<'a> RequestHead<'a> {
+    /// The head of `req`, sent to `authority` unless it names its own host.
+    pub(crate) fn of<B>(req: &'a http::Request<B>, authority: &'a http::uri::Authority) -> Self {
+        RequestHead {
+            method: req.method(),
+            target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+            headers: req.headers(),
+            host: (!req.headers().contains_key(header::HOST)).then(|| authority.as_str()),
+        }
+    }
+}
+
 /// Where a connection goes back to once its exchange is over.
 pub(crate) struct Home {
     pub(crate) pool: Arc<ConnPool>,

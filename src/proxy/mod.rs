@@ -276,7 +276,7 @@ impl Upstream {
                 } else {
                     let req = template.build(target, attempt_body, more);
                     // Boxed: hyper's paths stay out of the common case's state.
-                    Box::pin(up.connector.send(target, req)).await
+                    Box::pin(up.connector.send_hyper(target, req)).await
                 };
                 match sent {
                     Ok((resp, lease)) => {
