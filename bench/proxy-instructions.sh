@@ -13,6 +13,10 @@
 #
 # nginx runs with one worker and no master process, configured as in
 # bench/proxy.sh (bench/nginx-proxy.sh). KEEP=path keeps the callgrind output.
+# CONNS sets wrk's connections (4). CALLGRIND_OPTS adds callgrind options:
+# with "--cache-sim=yes" (and/or "--branch-sim=yes") every simulated event
+# is printed per request too (cache misses of a modelled cache, not this
+# machine's: the VM exposes no hardware counters).
 #
 # Installs wrk and valgrind (and nginx for PEER=nginx) from Debian if missing.
 set -euo pipefail
@@ -23,6 +27,8 @@ PEER=${PEER:-gatehouse}
 DURATION=${DURATION:-6s}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19010}
 PROXY_PORT=${PROXY_PORT:-19092}
+CONNS=${CONNS:-4}
+read -r -a extra <<<"${CALLGRIND_OPTS:-}"
 
 . bench/need.sh
 . bench/nginx-proxy.sh
@@ -43,7 +49,7 @@ trap cleanup EXIT
 
 "$dir/examples/upstream" --port "$UPSTREAM_PORT" --name static >/dev/null &
 pids+=($!)
-callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out")
+callgrind=(valgrind --tool=callgrind --instr-atstart=no "${extra[@]}" --callgrind-out-file="$work/cg.out")
 if [ "$PEER" = nginx ]; then
     nginx_proxy_conf "$work/nginx.conf" "$work" "$PROXY_PORT" "$UPSTREAM_PORT" "access_log off;" \
         "worker_processes 1;" "master_process off;"
@@ -69,12 +75,22 @@ for _ in $(seq 300); do
     curl -fs -o /dev/null "$url" && break
     sleep 0.1
 done
-wrk -t1 -c4 -d2s "$url" >/dev/null
+wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null
 callgrind_control -i on "$vg" >/dev/null
-requests=$(wrk -t1 -c4 -d"$DURATION" "$url" | awk '/requests in/ { print $1 }')
+requests=$(wrk -t1 -c"$CONNS" -d"$DURATION" "$url" | awk '/requests in/ { print $1 }')
 callgrind_control -i off "$vg" >/dev/null
 # Both write their profile when they stop: nginx on QUIT, gatehouse on INT.
 if [ "$PEER" = nginx ]; then kill -QUIT "$vg"; else kill -INT "$vg"; fi
 wait "$vg" 2>/dev/null || true
 total=$(callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 awk -v p="$PEER" -v t="$total" -v n="$requests" 'BEGIN { printf "%s: %d requests, %.0f instructions per request\n", p, n, t / n }'
+if [ ${#extra[@]} -gt 0 ]; then
+    callgrind_annotate "$work/cg.out" 2>/dev/null | awk -v n="$requests" '
+        /^Events shown:/ { for (i = 3; i <= NF; i++) name[i - 2] = $i; k = NF - 2 }
+        /PROGRAM TOTALS/ {
+            # Each total is followed by its share, "(100.0%)".
+            j = 0
+            for (i = 1; i <= NF && j < k; i++) if ($i !~ /[()]/) { v = $i; gsub(",", "", v); printf "  %s %.1f", name[++j], v / n }
+            print " (per request)"
+        }'
+fi

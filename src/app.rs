@@ -35,7 +35,7 @@ use crate::admin::{
 };
 use crate::aws::{AwsService, Credentials};
 use crate::body::GatewayBody;
-use crate::config::{Config, ConfigError, FixedResponse, KeyPath, Problem, RouteTarget};
+use crate::config::{Config, ConfigError, ConnectionBalance, FixedResponse, KeyPath, Problem, RouteTarget};
 use crate::error::{BoxHttpError, HttpError};
 use crate::middleware::access_log::{AccessLogLayer, RequestLog};
 use crate::middleware::metrics::{HttpMetrics, RouteStats};
@@ -388,7 +388,10 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         if let Some(t) = &tls {
             tls_handles.push((l.bind, t.clone()));
         }
-        let listener = Listener::new(local, ListenerSpec { tls, limits: l.limits.clone() });
+        let listener = Listener::new(
+            local,
+            ListenerSpec { tls, limits: l.limits.clone(), workers, balance: l.connection_balance },
+        );
         stats.push((format!("gateway {local}"), listener.stats.clone()));
         for (w, sock) in socks.into_iter().enumerate() {
             sockets[w].push((listener.clone(), sock, Served::Gateway));
@@ -408,7 +411,15 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         let creds = config.listen.aws.as_ref().map(|a| a.credentials.clone()).unwrap_or_default();
         let creds = (!creds.is_empty()).then(|| Credentials::new(creds));
         aws_service = Some(AwsService::new(engine.clone(), creds));
-        let listener = Listener::new(local, ListenerSpec { tls: None, limits: Default::default() });
+        let listener = Listener::new(
+            local,
+            ListenerSpec {
+                tls: None,
+                limits: Default::default(),
+                workers,
+                balance: ConnectionBalance::Exact,
+            },
+        );
         stats.push((format!("aws {local}"), listener.stats.clone()));
         for (w, sock) in aws_sockets.into_iter().enumerate() {
             sockets[w].push((listener.clone(), sock, Served::Aws));
@@ -497,7 +508,12 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
             let admin = AdminService::new(Arc::new(registry), readiness.clone());
             let listener = Listener::new(
                 addr.unwrap_or(([127, 0, 0, 1], 0).into()),
-                ListenerSpec { tls: None, limits: Default::default() },
+                ListenerSpec {
+                    tls: None,
+                    limits: Default::default(),
+                    workers: 0,
+                    balance: ConnectionBalance::Kernel,
+                },
             );
             listener.serve(socket, move |_: ConnInfo| admin.clone(), admin_phase_rx).map_err(|e| {
                 StartError::Bind(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
@@ -554,15 +570,19 @@ impl Gatehouse {
         }
         let mut current = self.upstream_map.lock().unwrap_or_else(|e| e.into_inner());
         let plan = plan(config, Some(&current), &self.metrics, self.queues.as_ref())?;
-        let restart_needed =
-            plan.config.workers != running.workers
-                || plan.config.listen.admin != running.listen.admin
-                || plan.config.listen.gateway.len() != running.listen.gateway.len()
-                || plan.config.listen.gateway.iter().zip(&running.listen.gateway).any(|(a, b)| {
-                    a.bind != b.bind || a.limits != b.limits || a.tls.is_some() != b.tls.is_some()
-                });
+        let restart_needed = plan.config.workers != running.workers
+            || plan.config.listen.admin != running.listen.admin
+            || plan.config.listen.gateway.len() != running.listen.gateway.len()
+            || plan.config.listen.gateway.iter().zip(&running.listen.gateway).any(|(a, b)| {
+                a.bind != b.bind
+                    || a.limits != b.limits
+                    || a.connection_balance != b.connection_balance
+                    || a.tls.is_some() != b.tls.is_some()
+            });
         if restart_needed {
-            tracing::warn!("listener addresses, limits or workers changed; they take effect after a restart");
+            tracing::warn!(
+                "listener addresses, limits, connection balance or workers changed; they take effect after a restart"
+            );
         }
         for (l, tls) in plan.config.listen.gateway.iter().zip(&plan.tls) {
             let handle = self.tls.iter().find(|(addr, _)| *addr == l.bind);

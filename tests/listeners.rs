@@ -284,3 +284,75 @@ async fn readiness_waits_for_the_first_health_check() {
     })
     .await;
 }
+
+/// Opens a keep-alive connection and has one request answered on it.
+async fn served_connection(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /ping HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.ends_with(b"pong") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before answering: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+    s
+}
+
+/// Open connections per worker, from the admin listener's metrics.
+async fn per_worker(gw: &Gateway, workers: usize) -> Vec<f64> {
+    let text =
+        client().get(format!("{}/metrics", gw.admin_url())).send().await.unwrap().text().await.unwrap();
+    (0..workers)
+        .map(|w| {
+            let key = format!(
+                "gatehouse_worker_connections_active{{listener=\"gateway {}\",worker=\"{w}\"}}",
+                gw.addr
+            );
+            metric(&text, &key).unwrap_or_else(|| panic!("no {key} in\n{text}"))
+        })
+        .collect()
+}
+
+fn balance_config(balance: &str) -> String {
+    format!(
+        "listen:\n  gateway: {{ bind: \"127.0.0.1:0\"{balance} }}\n  admin: {{ bind: \"127.0.0.1:0\" }}\n  aws: off\nworkers: 4\nlog: {{ access: false }}\nroutes:\n  - {{ name: ping, path: /ping, respond: {{ body: pong }} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_workers() {
+    // The default, `connection_balance: exact`. With the kernel's hash,
+    // 12 connections over 4 workers split 3/3/3/3 about one time in 20.
+    let gw = Gateway::start(&balance_config("")).await;
+    let mut open = Vec::new();
+    for _ in 0..12 {
+        // One at a time, each answered: connections handed from one worker
+        // to another are served like the rest.
+        open.push(served_connection(gw.addr).await);
+    }
+    assert_eq!(per_worker(&gw, 4).await, vec![3.0; 4]);
+
+    // Closing connections frees their workers' places; new ones fill the
+    // emptiest worker first.
+    open.truncate(9);
+    eventually("closed connections uncounted", || async {
+        per_worker(&gw, 4).await.iter().sum::<f64>() == 9.0
+    })
+    .await;
+    for _ in 0..3 {
+        open.push(served_connection(gw.addr).await);
+    }
+    assert_eq!(per_worker(&gw, 4).await, vec![3.0; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_balancing_leaves_the_split_to_the_reuseport_hash() {
+    let gw = Gateway::start(&balance_config(", connection_balance: kernel")).await;
+    let mut open = Vec::new();
+    for _ in 0..12 {
+        open.push(served_connection(gw.addr).await);
+    }
+    assert_eq!(per_worker(&gw, 4).await.iter().sum::<f64>(), 12.0);
+}

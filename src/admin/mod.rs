@@ -166,6 +166,22 @@ impl Collector for ListenerCollector {
         }
         {
             let mut e = encoder.encode_descriptor(
+                "gatehouse_worker_connections_active",
+                "Open client connections, by listener and the data-plane worker serving them",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, s) in &self.listeners {
+                // The last entry counts connections served off the workers.
+                let workers = &s.per_worker[..s.per_worker.len() - 1];
+                for (w, open) in workers.iter().enumerate() {
+                    ConstGauge::new(open.load(Ordering::Relaxed) as i64)
+                        .encode(e.encode_family(&[("listener", name.clone()), ("worker", w.to_string())])?)?;
+                }
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
                 "gatehouse_connections_accepted",
                 "Client connections accepted, by listener",
                 None,

@@ -106,8 +106,23 @@ pub struct GatewayListener {
     pub bind: SocketAddr,
     pub tls: Option<TlsConfig>,
     pub limits: ConnectionLimits,
+    /// How connections are spread over the workers.
+    pub connection_balance: ConnectionBalance,
     /// Where this listener is declared, for later problems.
     pub key: KeyPath,
+}
+
+/// How a listener's connections are spread over the data-plane workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnectionBalance {
+    /// Each connection goes to the worker with the fewest open connections
+    /// (a connection may be handed from the worker that accepted it to
+    /// another, once).
+    #[default]
+    Exact,
+    /// The kernel picks the worker by a hash of the connection's addresses
+    /// (`SO_REUSEPORT`): no handover, an uneven split over few connections.
+    Kernel,
 }
 
 /// Per-listener protections against slow or abusive clients.
@@ -469,6 +484,7 @@ fn default_gateway(key: KeyPath) -> GatewayListener {
         bind: defaults::GATEWAY_BIND.parse().expect("valid default"),
         tls: None,
         limits: ConnectionLimits::default(),
+        connection_balance: ConnectionBalance::default(),
         key,
     }
 }
@@ -574,7 +590,15 @@ impl Default for ConnectionLimits {
 fn decode_gateway_listener(d: &mut Decoder<'_>, node: &Node<'_>, base: &Path) -> Option<GatewayListener> {
     let t = d.table(
         node,
-        &["bind", "tls", "header_read_timeout", "idle_timeout", "max_header_size", "max_connections"],
+        &[
+            "bind",
+            "tls",
+            "header_read_timeout",
+            "idle_timeout",
+            "max_header_size",
+            "max_connections",
+            "connection_balance",
+        ],
         &[],
     )?;
     let bind = match t.get("bind") {
@@ -600,7 +624,12 @@ fn decode_gateway_listener(d: &mut Decoder<'_>, node: &Node<'_>, base: &Path) ->
     if let Some(v) = t.get("max_connections").and_then(|n| d.integer(&n, 1, 1_000_000)) {
         limits.max_connections = v;
     }
-    Some(GatewayListener { bind: bind?, tls, limits, key: node.path.clone() })
+    let connection_balance =
+        match t.get("connection_balance").and_then(|n| d.choice(&n, &["exact", "kernel"])) {
+            Some("kernel") => ConnectionBalance::Kernel,
+            _ => ConnectionBalance::Exact,
+        };
+    Some(GatewayListener { bind: bind?, tls, limits, connection_balance, key: node.path.clone() })
 }
 
 fn decode_tls(d: &mut Decoder<'_>, node: &Node<'_>, base: &Path) -> Option<TlsConfig> {

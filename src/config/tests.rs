@@ -30,7 +30,7 @@ fn a_full_gateway_config_decodes() {
 listen:
   gateway:
     - { bind: "127.0.0.1:8080", idle_timeout: 2m, max_header_size: 16KiB }
-    - { bind: "127.0.0.1:8443", max_connections: 50 }
+    - { bind: "127.0.0.1:8443", max_connections: 50, connection_balance: kernel }
   admin: { bind: "127.0.0.1:9999" }
 log: { format: json, access: false }
 drain_timeout: 5s
@@ -59,6 +59,8 @@ routes:
     assert_eq!(c.listen.gateway[0].limits.idle_timeout, Duration::from_secs(120));
     assert_eq!(c.listen.gateway[0].limits.max_header_size, 16 * 1024);
     assert_eq!(c.listen.gateway[1].limits.max_connections, 50);
+    assert_eq!(c.listen.gateway[0].connection_balance, ConnectionBalance::Exact);
+    assert_eq!(c.listen.gateway[1].connection_balance, ConnectionBalance::Kernel);
     assert_eq!(c.log.format, LogFormat::Json);
     assert!(!c.log.access);
     let u = &c.upstreams["orders-svc"];
@@ -262,4 +264,14 @@ routes:
     has("routes[0].queue: unknown queue `jbos` (did you mean `jobs`?)");
     has("routes[1].message.group_id: `jwt:` sources need `auth`, which is not supported yet");
     has("routes[2].message: `message` applies to routes with `queue`");
+}
+
+#[test]
+fn connection_balance_names_its_choices() {
+    let p = problems("listen:\n  gateway: { connection_balance: exactly }\n");
+    assert!(
+        p.iter().any(|l| l.contains("listen.gateway.connection_balance")
+            && l.contains("`exactly` is not one of: exact, kernel (did you mean `exact`?)")),
+        "{p:?}"
+    );
 }

@@ -16,6 +16,7 @@
 //! - `idle_timeout`: no request in flight and no bytes either way. Expiry
 //!   closes the connection gracefully (HTTP/2 gets a GOAWAY).
 
+mod balance;
 pub mod rescue;
 
 use std::collections::HashMap;
@@ -38,13 +39,14 @@ use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::config::ConnectionLimits;
+use crate::config::{ConnectionBalance, ConnectionLimits};
 use crate::tls::ReloadableServerConfig;
+use balance::{Balancer, Handoff};
 
 /// What the server knows about the connection a request arrived on.
 #[derive(Clone, Debug)]
@@ -79,12 +81,27 @@ impl Phase {
 }
 
 /// Counters a listener keeps about its connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ListenerStats {
     pub active: AtomicUsize,
+    /// Open connections by the worker serving them; the last entry counts
+    /// those served off the worker threads (the admin listener's).
+    pub per_worker: Box<[AtomicUsize]>,
     pub accepted: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub header_timeouts: AtomicU64,
+}
+
+impl ListenerStats {
+    pub fn new(workers: usize) -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            per_worker: (0..=workers).map(|_| AtomicUsize::new(0)).collect(),
+            accepted: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+        }
+    }
 }
 
 /// How to serve one listener.
@@ -92,6 +109,10 @@ pub struct ListenerStats {
 pub struct ListenerSpec {
     pub tls: Option<ReloadableServerConfig>,
     pub limits: ConnectionLimits,
+    /// How many workers accept on this listener.
+    pub workers: usize,
+    /// How connections are spread over them.
+    pub balance: ConnectionBalance,
 }
 
 /// One listening address, shared by every worker that accepts on it: they
@@ -103,6 +124,7 @@ pub struct Listener {
     slots: Arc<Semaphore>,
     max: u32,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    balancer: Option<Arc<Balancer>>,
     connections: Mutex<Registry>,
 }
 
@@ -160,10 +182,14 @@ impl Listener {
         let max = u32::try_from(spec.limits.max_connections).unwrap_or(u32::MAX >> 3);
         Arc::new(Self {
             local_addr,
-            stats: Arc::new(ListenerStats::default()),
+            stats: Arc::new(ListenerStats::new(spec.workers)),
             slots: Arc::new(Semaphore::new(max as usize)),
             max,
             builder: Arc::new(http_builder(&spec.limits)),
+            balancer: match spec.balance {
+                ConnectionBalance::Exact => Balancer::new(spec.workers),
+                ConnectionBalance::Kernel => None,
+            },
             spec,
             connections: Mutex::new(Registry::default()),
         })
@@ -287,15 +313,25 @@ async fn accept_loop<M, S, B>(
     let listener = socket;
     let (spec, slots, stats, builder) = (&shared.spec, &shared.slots, &shared.stats, &shared.builder);
     let local = listener.local_addr().ok();
+    // This worker's index (the last for a listener served off the worker
+    // threads) and, with balancing, its inbox of connections other workers
+    // hand over.
+    let workers = stats.per_worker.len() - 1;
+    let me = crate::worker::current().filter(|w| *w < workers).unwrap_or(workers);
+    let balancer = shared.balancer.as_ref().filter(|_| me < workers);
+    let mut inbox = balancer.and_then(|b| b.take_inbox(me));
     loop {
         if *phase.borrow() != Phase::Running {
             break;
         }
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = listener.accept() => r.map(|(stream, peer)| (stream, peer, None)),
+            Some(handoff) = next_handoff(&mut inbox) => {
+                tokio::net::TcpStream::from_std(handoff.stream).map(|s| (s, handoff.peer, Some(handoff.slot)))
+            }
             _ = phase.changed() => continue,
         };
-        let (stream, peer) = match accepted {
+        let (mut stream, peer, handed) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -304,14 +340,40 @@ async fn accept_loop<M, S, B>(
                 continue;
             }
         };
-        // At the connection limit, the accepted connection waits for a slot
-        // before it is served, and this worker accepts nothing more until
-        // then. (Taking the slot before `accept` would deadlock: the limit is
-        // shared by all workers, and the waiting client may sit in another
-        // worker's backlog.)
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = phase.wait_for(|p| *p != Phase::Running) => break,
+        let slot = match handed {
+            // Counted by the worker that accepted it.
+            Some(slot) => slot,
+            None => {
+                // At the connection limit, the accepted connection waits for
+                // a slot before it is served, and this worker accepts nothing
+                // more until then. (Taking the slot before `accept` would
+                // deadlock: the limit is shared by all workers, and the
+                // waiting client may sit in another worker's backlog.)
+                let permit = tokio::select! {
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = phase.wait_for(|p| *p != Phase::Running) => break,
+                };
+                match balancer {
+                    None => ConnectionSlot::new(permit, stats.clone(), me),
+                    Some(balancer) => {
+                        let slot = balancer.assign(stats, permit, me);
+                        if slot.worker == me {
+                            slot
+                        } else {
+                            match hand_over(balancer, stream, peer, slot) {
+                                Ok(()) => continue,
+                                // The other worker is stopping: served here.
+                                Err(Some((s, mut slot))) => {
+                                    stream = s;
+                                    slot.move_to(me);
+                                    slot
+                                }
+                                Err(None) => continue,
+                            }
+                        }
+                    }
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +384,6 @@ async fn accept_loop<M, S, B>(
             peer_ip: http::HeaderValue::from_str(&peer.ip().to_canonical().to_string())
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
         };
-        let slot = ConnectionSlot::new(permit, stats.clone());
         let service = make_service(info);
         let tls = spec.tls.as_ref().map(ReloadableServerConfig::current);
         let limits = spec.limits.clone();
@@ -360,6 +421,37 @@ async fn accept_loop<M, S, B>(
         });
     }
     tracing::debug!(addr = ?local, "listener stopped accepting");
+}
+
+/// The next connection another worker hands over; never, without an inbox.
+async fn next_handoff(inbox: &mut Option<mpsc::UnboundedReceiver<Handoff>>) -> Option<Handoff> {
+    match inbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Moves an accepted connection to the worker its slot counts it against.
+/// Gives it back if that worker is stopping; `Err(None)` if the socket was
+/// lost on the way (logged).
+fn hand_over(
+    balancer: &Balancer,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+) -> Result<(), Option<(tokio::net::TcpStream, ConnectionSlot)>> {
+    let lost = |e: io::Error| {
+        tracing::warn!(%peer, error = %e, "could not move a connection between workers; closed it");
+        None
+    };
+    let stream = stream.into_std().map_err(lost)?;
+    match balancer.send(Handoff { stream, peer, slot }) {
+        Ok(()) => Ok(()),
+        Err(back) => {
+            let stream = tokio::net::TcpStream::from_std(back.stream).map_err(lost)?;
+            Err(Some((stream, back.slot)))
+        }
+    }
 }
 
 /// Serves one connection until it ends, times out, or shutdown closes it.
@@ -587,18 +679,29 @@ impl Watchdog {
 struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     stats: Arc<ListenerStats>,
+    /// The worker serving the connection (an index into `per_worker`).
+    worker: usize,
 }
 
 impl ConnectionSlot {
-    fn new(permit: OwnedSemaphorePermit, stats: Arc<ListenerStats>) -> Self {
+    fn new(permit: OwnedSemaphorePermit, stats: Arc<ListenerStats>, worker: usize) -> Self {
         stats.active.fetch_add(1, Ordering::Relaxed);
-        Self { _permit: permit, stats }
+        stats.per_worker[worker].fetch_add(1, Ordering::Relaxed);
+        Self { _permit: permit, stats, worker }
+    }
+
+    /// Counts the connection against another worker.
+    fn move_to(&mut self, worker: usize) {
+        self.stats.per_worker[self.worker].fetch_sub(1, Ordering::Relaxed);
+        self.stats.per_worker[worker].fetch_add(1, Ordering::Relaxed);
+        self.worker = worker;
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.stats.per_worker[self.worker].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
