@@ -52,7 +52,6 @@ use balance::{Balancer, Handoff};
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub tls: bool,
     /// The peer's IP address as a header value (`X-Forwarded-For`), rendered
     /// once per connection rather than once per request.
@@ -379,7 +378,6 @@ async fn accept_loop<M, S, B>(
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let info = ConnInfo {
             peer,
-            local: stream.local_addr().ok().or(local).unwrap_or(peer),
             tls: spec.tls.is_some(),
             peer_ip: http::HeaderValue::from_str(&peer.ip().to_canonical().to_string())
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
