@@ -356,3 +356,42 @@ async fn kernel_balancing_leaves_the_split_to_the_reuseport_hash() {
     }
     assert_eq!(per_worker(&gw, 4).await.iter().sum::<f64>(), 12.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_limit_each_freed_slot_reaches_a_waiting_client_across_workers() {
+    // Two workers, exact balancing, two slots. Connections handed from one
+    // worker to another hold their slot on the way; a worker waiting for a
+    // slot must still serve them, or the slot they hold is never freed.
+    let gw = Gateway::start(&format!("workers: 2\n{}", limits_config("max_connections: 2"))).await;
+    let first = served_connection(gw.addr).await;
+    let _second = served_connection(gw.addr).await;
+
+    // Four more clients wait; each closes as soon as it is answered, so one
+    // freed slot is passed along the whole queue.
+    let (done, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..4 {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").await.unwrap();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let answer = read_to_close(&mut s).await;
+            if answer.starts_with(b"HTTP/1.1 200") {
+                let _ = done.send(i);
+            }
+        });
+    }
+    let early = tokio::time::timeout(Duration::from_millis(200), answered.recv()).await;
+    assert!(early.is_err(), "served beyond max_connections");
+
+    drop(first);
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let i = tokio::time::timeout(Duration::from_secs(5), answered.recv())
+            .await
+            .unwrap_or_else(|_| panic!("a waiting client was not served; served so far: {served:?}"))
+            .unwrap();
+        served.push(i);
+    }
+    served.sort();
+    assert_eq!(served, vec![0, 1, 2, 3]);
+}

@@ -319,61 +319,8 @@ async fn accept_loop<M, S, B>(
     let me = crate::worker::current().filter(|w| *w < workers).unwrap_or(workers);
     let balancer = shared.balancer.as_ref().filter(|_| me < workers);
     let mut inbox = balancer.and_then(|b| b.take_inbox(me));
-    loop {
-        if *phase.borrow() != Phase::Running {
-            break;
-        }
-        let accepted = tokio::select! {
-            r = listener.accept() => r.map(|(stream, peer)| (stream, peer, None)),
-            Some(handoff) = next_handoff(&mut inbox) => {
-                tokio::net::TcpStream::from_std(handoff.stream).map(|s| (s, handoff.peer, Some(handoff.slot)))
-            }
-            _ = phase.changed() => continue,
-        };
-        let (mut stream, peer, handed) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let slot = match handed {
-            // Counted by the worker that accepted it.
-            Some(slot) => slot,
-            None => {
-                // At the connection limit, the accepted connection waits for
-                // a slot before it is served, and this worker accepts nothing
-                // more until then. (Taking the slot before `accept` would
-                // deadlock: the limit is shared by all workers, and the
-                // waiting client may sit in another worker's backlog.)
-                let permit = tokio::select! {
-                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = phase.wait_for(|p| *p != Phase::Running) => break,
-                };
-                match balancer {
-                    None => ConnectionSlot::new(permit, stats.clone(), me),
-                    Some(balancer) => {
-                        let slot = balancer.assign(stats, permit, me);
-                        if slot.worker == me {
-                            slot
-                        } else {
-                            match hand_over(balancer, stream, peer, slot) {
-                                Ok(()) => continue,
-                                // The other worker is stopping: served here.
-                                Err(Some((s, mut slot))) => {
-                                    stream = s;
-                                    slot.move_to(me);
-                                    slot
-                                }
-                                Err(None) => continue,
-                            }
-                        }
-                    }
-                }
-            }
-        };
+    // Serves an accepted connection on this worker.
+    let serve = |stream: tokio::net::TcpStream, peer: SocketAddr, slot: ConnectionSlot| {
         let _ = stream.set_nodelay(true);
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let info = ConnInfo {
@@ -417,6 +364,70 @@ async fn accept_loop<M, S, B>(
                 }
             }
         });
+    };
+    // Serves a connection another worker handed over (it holds its slot).
+    let take_over = |handoff: Handoff| match tokio::net::TcpStream::from_std(handoff.stream) {
+        Ok(stream) => serve(stream, handoff.peer, handoff.slot),
+        Err(e) => {
+            tracing::warn!(peer = %handoff.peer, error = %e, "could not take over a connection; closed it")
+        }
+    };
+    loop {
+        if *phase.borrow() != Phase::Running {
+            break;
+        }
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(handoff) = next_handoff(&mut inbox) => {
+                take_over(handoff);
+                continue;
+            }
+            _ = phase.changed() => continue,
+        };
+        // At the connection limit, the accepted connection waits for a slot
+        // before it is served, and this worker accepts nothing more until
+        // then. (Taking the slot before `accept` would deadlock: the limit is
+        // shared by all workers, and the waiting client may sit in another
+        // worker's backlog.) Connections handed over meanwhile already hold
+        // slots, so they are served while this one waits: otherwise they
+        // could hold the very slots it waits for.
+        let permit = loop {
+            tokio::select! {
+                p = slots.clone().acquire_owned() => break p.ok(),
+                Some(handoff) = next_handoff(&mut inbox) => take_over(handoff),
+                _ = phase.wait_for(|p| *p != Phase::Running) => break None,
+            }
+        };
+        let Some(permit) = permit else { break };
+        let slot = match balancer {
+            None => ConnectionSlot::new(permit, stats.clone(), me),
+            Some(balancer) => {
+                let slot = balancer.assign(stats, permit, me);
+                if slot.worker == me {
+                    slot
+                } else {
+                    match hand_over(balancer, stream, peer, slot) {
+                        Ok(()) => continue,
+                        // The other worker is stopping: served here.
+                        Err(Some((stream, mut slot))) => {
+                            slot.move_to(me);
+                            serve(stream, peer, slot);
+                            continue;
+                        }
+                        Err(None) => continue,
+                    }
+                }
+            }
+        };
+        serve(stream, peer, slot);
     }
     tracing::debug!(addr = ?local, "listener stopped accepting");
 }
