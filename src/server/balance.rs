@@ -4,7 +4,7 @@
 //! Every worker accepts on its own `SO_REUSEPORT` socket, and the kernel
 //! picks the socket by a hash of the connection's addresses. Over many
 //! short connections that evens out; over a few long-lived ones it does not
-//! (64 benchmark connections split 41/24 across two workers in one run; four
+//! (one 64-connection benchmark run split 41/24 across two workers; four
 //! HTTP/2 clients all land on one worker one time in eight), and the worker
 //! with more connections queues their requests longer.
 //!

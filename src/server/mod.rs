@@ -108,7 +108,8 @@ impl ListenerStats {
 pub struct ListenerSpec {
     pub tls: Option<ReloadableServerConfig>,
     pub limits: ConnectionLimits,
-    /// How many workers accept on this listener.
+    /// How many data-plane workers accept on this listener (0: it is
+    /// served off the workers, like the admin listener).
     pub workers: usize,
     /// How connections are spread over them.
     pub balance: ConnectionBalance,
