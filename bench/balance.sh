@@ -24,18 +24,12 @@ PATH_UNDER_TEST=/healthz
 
 . bench/need.sh
 . bench/nginx-proxy.sh
+. bench/gatehouse-proxy.sh
 need wrk wrk
 need nginx nginx
 
 cargo build --release --quiet --bin gatehouse --example upstream
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/work.sh
 
 ./target/release/examples/upstream --port "$UPSTREAM_PORT" --name static >/dev/null &
 pids+=($!)
@@ -45,17 +39,8 @@ nginx_proxy_conf "$work/nginx.conf" "$work" "${ports[0]}" "$UPSTREAM_PORT" "acce
 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 for i in 1 2; do
-    cat >"$work/${names[$i]}.yaml" <<EOF
-listen:
-  gateway: { bind: "127.0.0.1:${ports[$i]}", connection_balance: ${names[$i]} }
-  admin: off
-  aws: off
-log: { access: false, level: warn }
-upstreams:
-  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
-routes:
-  - { name: all, path: /*, upstream: static }
-EOF
+    gatehouse_proxy_conf "$work/${names[$i]}.yaml" "${ports[$i]}" "$UPSTREAM_PORT" false \
+        ", connection_balance: ${names[$i]}"
     ./target/release/gatehouse serve --config "$work/${names[$i]}.yaml" >"$work/${names[$i]}.log" 2>&1 &
     pids+=($!)
 done

@@ -32,20 +32,15 @@ read -r -a extra <<<"${CALLGRIND_OPTS:-}"
 
 . bench/need.sh
 . bench/nginx-proxy.sh
+. bench/gatehouse-proxy.sh
 need wrk wrk
 need valgrind valgrind
 if [ "$PEER" = nginx ]; then need nginx nginx; fi
 
 cargo build --profile "$PROFILE" --quiet --bin gatehouse --example upstream
 dir=target/$PROFILE
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] && cp "$work/cg.out" "$KEEP"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+before_cleanup() { if [ -n "${KEEP:-}" ]; then cp "$work/cg.out" "$KEEP"; fi; }
+. bench/work.sh
 
 "$dir/examples/upstream" --port "$UPSTREAM_PORT" --name static >/dev/null &
 pids+=($!)
@@ -55,17 +50,7 @@ if [ "$PEER" = nginx ]; then
         "worker_processes 1;" "master_process off;"
     "${callgrind[@]}" nginx -c "$work/nginx.conf" -p "$work" >"$work/proxy.log" 2>&1 &
 else
-    cat >"$work/routes.yaml" <<EOF
-listen:
-  gateway: { bind: "127.0.0.1:$PROXY_PORT" }
-  admin: off
-workers: 1
-log: { access: false, level: warn }
-upstreams:
-  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
-routes:
-  - { name: all, path: /*, upstream: static }
-EOF
+    gatehouse_proxy_conf "$work/routes.yaml" "$PROXY_PORT" "$UPSTREAM_PORT" false "" "workers: 1"
     "${callgrind[@]}" "$dir/gatehouse" serve --config "$work/routes.yaml" >"$work/proxy.log" 2>&1 &
 fi
 vg=$!

@@ -27,19 +27,12 @@ PATH_UNDER_TEST=/healthz
 
 . bench/need.sh
 . bench/nginx-proxy.sh
+. bench/gatehouse-proxy.sh
 need wrk wrk
 need nginx nginx
 
 cargo build --release --quiet --bin gatehouse --example upstream
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    # nginx may already be gone (and its pid file with it).
-    kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/work.sh
 
 wait_for() { # url
     for _ in $(seq 100); do
@@ -61,16 +54,7 @@ pids+=($!)
 
 gh_log=false
 [ "$ACCESS_LOG" = on ] && gh_log=true
-cat >"$work/routes.yaml" <<EOF
-listen:
-  gateway: { bind: "127.0.0.1:$GATEHOUSE_PORT" }
-  admin: off
-log: { access: $gh_log, level: warn }
-upstreams:
-  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
-routes:
-  - { name: all, path: /*, upstream: static }
-EOF
+gatehouse_proxy_conf "$work/routes.yaml" "$GATEHOUSE_PORT" "$UPSTREAM_PORT" "$gh_log"
 ./target/release/gatehouse serve --config "$work/routes.yaml" >"$work/gatehouse.log" 2>&1 &
 pids+=($!)
 

@@ -300,6 +300,16 @@ async fn served_connection(addr: std::net::SocketAddr) -> TcpStream {
     s
 }
 
+/// Opens `n` keep-alive connections one after another, each answered
+/// before the next is opened.
+async fn served_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        open.push(served_connection(addr).await);
+    }
+    open
+}
+
 /// Open connections per worker, from the admin listener's metrics.
 async fn per_worker(gw: &Gateway, workers: usize) -> Vec<f64> {
     let text =
@@ -326,12 +336,9 @@ async fn connections_are_spread_evenly_over_the_workers() {
     // The default, `connection_balance: exact`. With the kernel's hash,
     // 12 connections over 4 workers split 3/3/3/3 about one time in 20.
     let gw = Gateway::start(&balance_config("")).await;
-    let mut open = Vec::new();
-    for _ in 0..12 {
-        // One at a time, each answered: connections handed from one worker
-        // to another are served like the rest.
-        open.push(served_connection(gw.addr).await);
-    }
+    // One at a time, each answered: connections handed from one worker to
+    // another are served like the rest.
+    let mut open = served_connections(gw.addr, 12).await;
     assert_eq!(per_worker(&gw, 4).await, vec![3.0; 4]);
 
     // Closing connections frees their workers' places; new ones fill the
@@ -341,19 +348,14 @@ async fn connections_are_spread_evenly_over_the_workers() {
         per_worker(&gw, 4).await.iter().sum::<f64>() == 9.0
     })
     .await;
-    for _ in 0..3 {
-        open.push(served_connection(gw.addr).await);
-    }
+    open.extend(served_connections(gw.addr, 3).await);
     assert_eq!(per_worker(&gw, 4).await, vec![3.0; 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernel_balancing_leaves_the_split_to_the_reuseport_hash() {
     let gw = Gateway::start(&balance_config(", connection_balance: kernel")).await;
-    let mut open = Vec::new();
-    for _ in 0..12 {
-        open.push(served_connection(gw.addr).await);
-    }
+    let _open = served_connections(gw.addr, 12).await;
     assert_eq!(per_worker(&gw, 4).await.iter().sum::<f64>(), 12.0);
 }
 

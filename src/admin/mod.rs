@@ -160,8 +160,7 @@ impl Collector for ListenerCollector {
                 MetricType::Gauge,
             )?;
             for (name, s) in &self.listeners {
-                ConstGauge::new(s.active.load(Ordering::Relaxed) as i64)
-                    .encode(e.encode_family(&label(name))?)?;
+                ConstGauge::new(s.active() as i64).encode(e.encode_family(&label(name))?)?;
             }
         }
         {

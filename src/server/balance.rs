@@ -114,7 +114,7 @@ mod tests {
         let slots: Vec<ConnectionSlot> = (0..4).map(|_| b.assign(&stats, permit(), 0)).collect();
         assert_eq!(slots.iter().map(|s| s.worker).collect::<Vec<_>>(), vec![0, 1, 2, 0]);
         assert_eq!(counts(&stats), vec![2, 1, 1, 0]);
-        assert_eq!(stats.active.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.active(), 4);
         // Worker 2 accepting keeps its own on a tie with worker 1.
         let kept = b.assign(&stats, permit(), 2);
         assert_eq!(kept.worker, 2);
@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(counts(&stats), vec![0, 0, 1, 0]);
         drop(kept);
         assert_eq!(counts(&stats), vec![0, 0, 0, 0]);
-        assert_eq!(stats.active.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.active(), 0);
     }
 
     #[test]

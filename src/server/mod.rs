@@ -82,7 +82,6 @@ impl Phase {
 /// Counters a listener keeps about its connections.
 #[derive(Debug)]
 pub struct ListenerStats {
-    pub active: AtomicUsize,
     /// Open connections by the worker serving them; the last entry counts
     /// those served off the worker threads (the admin listener's).
     pub per_worker: Box<[AtomicUsize]>,
@@ -94,12 +93,16 @@ pub struct ListenerStats {
 impl ListenerStats {
     pub fn new(workers: usize) -> Self {
         Self {
-            active: AtomicUsize::new(0),
             per_worker: (0..=workers).map(|_| AtomicUsize::new(0)).collect(),
             accepted: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
         }
+    }
+
+    /// Open connections, all workers together.
+    pub fn active(&self) -> usize {
+        self.per_worker.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -695,7 +698,6 @@ struct ConnectionSlot {
 
 impl ConnectionSlot {
     fn new(permit: OwnedSemaphorePermit, stats: Arc<ListenerStats>, worker: usize) -> Self {
-        stats.active.fetch_add(1, Ordering::Relaxed);
         stats.per_worker[worker].fetch_add(1, Ordering::Relaxed);
         Self { _permit: permit, stats, worker }
     }
@@ -710,7 +712,6 @@ impl ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
         self.stats.per_worker[self.worker].fetch_sub(1, Ordering::Relaxed);
     }
 }
