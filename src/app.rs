@@ -24,7 +24,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
@@ -34,14 +33,17 @@ use crate::admin::{
     AdminService, ListenerCollector, QueueCollector, Readiness, UpstreamCollector, UpstreamSet,
 };
 use crate::aws::{AwsService, Credentials};
-use crate::body::GatewayBody;
-use crate::config::{Config, ConfigError, ConnectionBalance, FixedResponse, KeyPath, Problem, RouteTarget};
+use crate::body::{ClientBody, GatewayBody};
+use crate::config::{
+    Config, ConfigError, ConnectionBalance, EscapedSlashes, FixedResponse, KeyPath, Problem, RouteTarget,
+};
 use crate::error::{BoxHttpError, HttpError};
 use crate::middleware::access_log::{AccessLogLayer, RequestLog};
 use crate::middleware::metrics::{HttpMetrics, RouteStats};
 use crate::proxy::{ForwardOptions, Forwarded, Upstream};
 use crate::publish::Publisher;
 use crate::queue::storage::sqlite::{SqliteOptions, SqliteStorage};
+use crate::queue::storage::StorageError;
 use crate::queue::{Account, DeclaredQueue, QueueEngine};
 use crate::routing::{RouteLayer, RouteSpec, RouteTable, Routed, SharedTable};
 use crate::server::rescue::RescueLayer;
@@ -59,6 +61,8 @@ pub struct RouteHandler {
     pub strip_prefix: Option<String>,
     pub timeout: Duration,
     pub max_body: u64,
+    /// `Upgrade` protocols the route passes through.
+    pub upgrades: Vec<String>,
 }
 
 pub enum Action {
@@ -180,6 +184,7 @@ pub fn plan(
             strip_prefix: r.strip_prefix.clone(),
             timeout,
             max_body: r.max_body,
+            upgrades: r.upgrades.clone(),
         };
         routes.push((spec, Arc::new(handler)));
     }
@@ -250,8 +255,11 @@ async fn open_queues(config: &Config) -> Result<Arc<Queues>, StartError> {
     let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&opts))
         .await
         .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| {
-            fail(format!("cannot open the queue store in `{}`: {e}", config.storage.path.display()))
+        .map_err(|e| match e {
+            locked @ StorageError::Locked(_) => StartError::Unavailable(
+                config.error(vec![Problem::at_value(key.clone(), locked.to_string())]),
+            ),
+            e => fail(format!("cannot open the queue store in `{}`: {e}", config.storage.path.display())),
         })?;
     let account = Account { id: config.aws.account_id.clone(), region: config.aws.region.clone() };
     let engine = QueueEngine::start(storage, account).await.map_err(|e| fail(e.to_string()))?;
@@ -278,9 +286,11 @@ pub enum StartError {
     /// The configuration is invalid (exit status 64).
     #[error("{0}")]
     Config(#[from] ConfigError),
-    /// A listener could not be bound (address in use, permission).
+    /// Something the config names is held by another process: a listen
+    /// address in use, the queue store's directory open in another
+    /// gatehouse (exit status 69).
     #[error("{0}")]
-    Bind(ConfigError),
+    Unavailable(ConfigError),
 }
 
 /// A running gatehouse.
@@ -353,7 +363,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         },
     };
     if !problems.is_empty() {
-        return Err(StartError::Bind(config.error(problems)));
+        return Err(StartError::Unavailable(config.error(problems)));
     }
 
     let mut registry = Registry::default();
@@ -382,7 +392,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         (0..workers).map(|_| Vec::new()).collect();
     for ((l, socks), tls) in config.listen.gateway.iter().zip(bound).zip(plan.tls) {
         let local = socks[0].local_addr().map_err(|e| {
-            StartError::Bind(config.error(vec![Problem::at_value(l.key.key("bind"), e.to_string())]))
+            StartError::Unavailable(config.error(vec![Problem::at_value(l.key.key("bind"), e.to_string())]))
         })?;
         let tls = tls.map(ReloadableServerConfig::new);
         if let Some(t) = &tls {
@@ -394,7 +404,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         );
         stats.push((format!("gateway {local}"), listener.stats.clone()));
         for (w, sock) in socks.into_iter().enumerate() {
-            sockets[w].push((listener.clone(), sock, Served::Gateway));
+            sockets[w].push((listener.clone(), sock, Served::Gateway(l.escaped_slashes)));
         }
         listeners.push(listener);
     }
@@ -402,7 +412,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let mut aws_service = None;
     if let (Some(engine), Some(first)) = (&queues, aws_sockets.first()) {
         let local = first.local_addr().map_err(|e| {
-            StartError::Bind(
+            StartError::Unavailable(
                 config
                     .error(vec![Problem::at_value(KeyPath::root().key("listen").key("aws"), e.to_string())]),
             )
@@ -411,14 +421,13 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         let creds = config.listen.aws.as_ref().map(|a| a.credentials.clone()).unwrap_or_default();
         let creds = (!creds.is_empty()).then(|| Credentials::new(creds));
         aws_service = Some(AwsService::new(engine.clone(), creds));
+        let limits = crate::config::ConnectionLimits {
+            body_timeout: config.listen.aws.as_ref().map(|a| a.body_timeout),
+            ..Default::default()
+        };
         let listener = Listener::new(
             local,
-            ListenerSpec {
-                tls: None,
-                limits: Default::default(),
-                workers,
-                balance: ConnectionBalance::Exact,
-            },
+            ListenerSpec { tls: None, limits, workers, balance: ConnectionBalance::Exact },
         );
         stats.push((format!("aws {local}"), listener.stats.clone()));
         for (w, sock) in aws_sockets.into_iter().enumerate() {
@@ -457,10 +466,12 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
                                     phase.clone(),
                                 )
                             }
-                            _ => {
+                            (Served::Gateway(slashes), _) => {
                                 let gateway = gateway.clone();
-                                listener.serve(socket, move |c: ConnInfo| gateway.service(c), phase.clone())
+                                let serve = move |c: ConnInfo| gateway.service(c, slashes);
+                                listener.serve(socket, serve, phase.clone())
                             }
+                            (Served::Aws, None) => continue,
                         };
                         if let Err(e) = served {
                             let _ = tx.send(Err(format!("worker {index}: {e}")));
@@ -474,7 +485,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
                 });
             })
             .map_err(|e| {
-                StartError::Bind(config.error(vec![Problem::at_value(
+                StartError::Unavailable(config.error(vec![Problem::at_value(
                     KeyPath::root(),
                     format!("cannot start worker threads: {e}"),
                 )]))
@@ -484,7 +495,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     for rx in ready {
         if let Ok(Err(e)) | Err(e) = rx.await.map_err(|e| e.to_string()) {
             let _ = phase.send(Phase::Stopped);
-            return Err(StartError::Bind(config.error(vec![Problem::at_value(KeyPath::root(), e)])));
+            return Err(StartError::Unavailable(config.error(vec![Problem::at_value(KeyPath::root(), e)])));
         }
     }
 
@@ -516,7 +527,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
                 },
             );
             listener.serve(socket, move |_: ConnInfo| admin.clone(), admin_phase_rx).map_err(|e| {
-                StartError::Bind(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
+                StartError::Unavailable(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
             })?;
             admin_listener = Some(listener);
             addr
@@ -650,7 +661,8 @@ impl Drop for Gatehouse {
 /// Which service a worker's socket serves.
 #[derive(Clone, Copy)]
 enum Served {
-    Gateway,
+    /// A gateway listener, with its setting for encoded separators.
+    Gateway(EscapedSlashes),
     Aws,
 }
 
@@ -702,8 +714,9 @@ impl GatewayLayers {
     fn service(
         &self,
         conn: ConnInfo,
+        slashes: EscapedSlashes,
     ) -> impl Service<
-        Request<Incoming>,
+        Request<ClientBody>,
         Response = Response<
             impl http_body::Body<Data = Bytes, Error = crate::body::BoxError> + Send + 'static,
         >,
@@ -717,7 +730,7 @@ impl GatewayLayers {
             .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
             .layer(self.access_log.clone().client(conn.peer.ip()))
             .layer(RescueLayer)
-            .layer(self.routes.clone())
+            .layer(self.routes.clone().escaped_slashes(slashes))
             .service(Dispatch { conn: Arc::new(conn) })
     }
 }
@@ -746,7 +759,7 @@ impl HttpError for Unwired {
 
 type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxHttpError>> + Send>>;
 
-impl Service<Routed<Incoming, Arc<RouteHandler>>> for Dispatch {
+impl Service<Routed<ClientBody, Arc<RouteHandler>>> for Dispatch {
     type Response = Response<GatewayBody>;
     type Error = BoxHttpError;
     type Future = DispatchFuture;
@@ -755,7 +768,7 @@ impl Service<Routed<Incoming, Arc<RouteHandler>>> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, routed: Routed<Incoming, Arc<RouteHandler>>) -> DispatchFuture {
+    fn call(&mut self, routed: Routed<ClientBody, Arc<RouteHandler>>) -> DispatchFuture {
         let Routed { request: req, route: m } = routed;
         let log = req.extensions().get::<Arc<RequestLog>>().cloned();
         if let Some(log) = &log {
@@ -781,6 +794,7 @@ impl Service<Routed<Incoming, Arc<RouteHandler>>> for Dispatch {
                         tls: conn.tls,
                         max_body: route.max_body,
                         timeout: route.timeout,
+                        upgrades: &route.upgrades,
                     };
                     match upstream.forward(req, opts).await {
                         Ok(Forwarded { response, target }) => {

@@ -3,6 +3,7 @@
 //! streamed body. A plain enum rather than a boxed trait object, which saves
 //! an allocation per request on the proxy's hot path.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -78,4 +79,119 @@ impl Body for GatewayBody {
             GatewayBody::Upstream { body } => body.size_hint(),
         }
     }
+}
+
+pin_project! {
+    /// A client's request body, as every service of the request path
+    /// receives it: hyper's body with the listener's read deadline
+    /// (`body_timeout`). The deadline is the longest wait for the client's
+    /// next bytes: the clock runs only while a reader waits on the client
+    /// (a poll that finds nothing), and restarts with every frame, so a slow
+    /// upload that keeps moving is fine and a reader that is itself slow
+    /// (an upstream applying backpressure) is never blamed on the client.
+    /// When it passes, the body fails with [`BodyTimeout`], which answers
+    /// `408` and closes the connection.
+    pub struct ClientBody {
+        #[pin]
+        inner: hyper::body::Incoming,
+        deadline: Option<BodyDeadline>,
+        // Armed on the first wait; boxed because most bodies never wait.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        // Whether the timer's deadline is for the current wait.
+        armed: bool,
+        timed_out: bool,
+    }
+}
+
+/// The read deadline of a listener's request bodies and the counter of
+/// bodies that missed it.
+#[derive(Clone, Debug)]
+pub struct BodyDeadline {
+    pub after: std::time::Duration,
+    pub expired: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A request body that stalled longer than its listener's `body_timeout`.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the client sent no request body data for {}", crate::config::units::format_duration(*.0))]
+pub struct BodyTimeout(pub std::time::Duration);
+
+impl crate::error::HttpError for BodyTimeout {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::REQUEST_TIMEOUT
+    }
+
+    fn code(&self) -> &'static str {
+        "body_timeout"
+    }
+
+    fn closes_connection(&self) -> bool {
+        true
+    }
+}
+
+impl ClientBody {
+    pub fn new(inner: hyper::body::Incoming, deadline: Option<BodyDeadline>) -> Self {
+        Self { inner, deadline, timer: None, armed: false, timed_out: false }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if *this.timed_out {
+            return Poll::Ready(None);
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let Some(deadline) = this.deadline.as_ref() else { return Poll::Pending };
+                let due = || tokio::time::Instant::now() + deadline.after;
+                if !*this.armed {
+                    *this.armed = true;
+                    match this.timer {
+                        Some(timer) => timer.as_mut().reset(due()),
+                        None => *this.timer = Some(Box::pin(tokio::time::sleep_until(due()))),
+                    }
+                }
+                let timer = this.timer.as_mut().expect("armed above");
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *this.timed_out = true;
+                deadline.expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(BodyTimeout(deadline.after)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `e`, or an error it wraps, is a missed body deadline; the
+/// deadline if so.
+pub fn body_timeout_in(e: &(dyn std::error::Error + 'static)) -> Option<BodyTimeout> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<BodyTimeout>() {
+            return Some(*t);
+        }
+        cur = err.source();
+    }
+    None
 }

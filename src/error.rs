@@ -18,6 +18,13 @@ pub trait HttpError: std::error::Error + Send + Sync + 'static {
     fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         Vec::new()
     }
+
+    /// Whether the connection must close after this answer (an HTTP/1.1
+    /// request whose body was not read to its end cannot be followed by
+    /// another on the same connection).
+    fn closes_connection(&self) -> bool {
+        false
+    }
 }
 
 /// What the services of the request path fail with.

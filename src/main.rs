@@ -153,7 +153,7 @@ async fn run(path: &std::path::Path, config: Config) -> anyhow::Result<ExitCode>
             eprintln!("{e}");
             return Ok(ExitCode::from(EXIT_BAD_CONFIG));
         }
-        Err(StartError::Bind(e)) => {
+        Err(StartError::Unavailable(e)) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(EXIT_UNAVAILABLE));
         }

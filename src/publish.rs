@@ -17,9 +17,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
-use crate::body::GatewayBody;
+use crate::body::{ClientBody, GatewayBody};
 use crate::config::{MessageMapping, ValueSource};
 use crate::error::HttpError;
 use crate::queue::message::AttributeValue;
@@ -39,6 +38,8 @@ pub enum PublishError {
     TooLarge { queue: String, limit: u64 },
     #[error("the request body could not be read: {0}")]
     Body(String),
+    #[error("{0}")]
+    BodyTimeout(crate::body::BodyTimeout),
     #[error("the request body must be UTF-8 text to become a message")]
     NotText,
     #[error("{0}")]
@@ -50,6 +51,7 @@ impl HttpError for PublishError {
         match self {
             PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::Body(_) | PublishError::NotText => StatusCode::BAD_REQUEST,
+            PublishError::BodyTimeout(t) => t.status(),
             PublishError::Queue(QueueError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             PublishError::Queue(QueueError::QueueDoesNotExist(_)) => StatusCode::SERVICE_UNAVAILABLE,
             PublishError::Queue(_) => StatusCode::BAD_REQUEST,
@@ -60,6 +62,7 @@ impl HttpError for PublishError {
         match self {
             PublishError::TooLarge { .. } => "payload_too_large",
             PublishError::Body(_) => "bad_request_body",
+            PublishError::BodyTimeout(t) => t.code(),
             PublishError::NotText => "invalid_message_contents",
             PublishError::Queue(QueueError::QueueDoesNotExist(_)) => "queue_unavailable",
             PublishError::Queue(QueueError::Internal(_)) => "internal_error",
@@ -67,6 +70,10 @@ impl HttpError for PublishError {
             PublishError::Queue(QueueError::InvalidMessageContents(_)) => "invalid_message_contents",
             PublishError::Queue(_) => "invalid_message",
         }
+    }
+
+    fn closes_connection(&self) -> bool {
+        matches!(self, PublishError::BodyTimeout(_))
     }
 }
 
@@ -84,7 +91,7 @@ impl<S: Storage> Publisher<S> {
     /// Turns `req` into a message; `sender` becomes its `SenderId`.
     pub async fn publish(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         sender: Option<String>,
     ) -> Result<Response<GatewayBody>, PublishError> {
         let q = self.engine.queue(&self.queue).map_err(PublishError::Queue)?;
@@ -103,6 +110,8 @@ impl<S: Storage> Publisher<S> {
         let body = Limited::new(body, limit as usize).collect().await.map_err(|e| {
             if e.is::<LengthLimitError>() {
                 too_large()
+            } else if let Some(t) = crate::body::body_timeout_in(&*e) {
+                PublishError::BodyTimeout(t)
             } else {
                 PublishError::Body(e.to_string())
             }

@@ -71,7 +71,7 @@ impl AdminService {
         Self { registry, readiness }
     }
 
-    fn answer(&self, req: &Request<hyper::body::Incoming>) -> Response<GatewayBody> {
+    fn answer(&self, req: &Request<crate::body::ClientBody>) -> Response<GatewayBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r =
                 json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "method_not_allowed"}));
@@ -123,7 +123,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<GatewayBody> {
     r
 }
 
-impl Service<Request<hyper::body::Incoming>> for AdminService {
+impl Service<Request<crate::body::ClientBody>> for AdminService {
     type Response = Response<GatewayBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -132,7 +132,7 @@ impl Service<Request<hyper::body::Incoming>> for AdminService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<crate::body::ClientBody>) -> Self::Future {
         let resp = self.answer(&req);
         Box::pin(async move { Ok(resp) })
     }
@@ -199,6 +199,26 @@ impl Collector for ListenerCollector {
         )?;
         for (name, s) in &self.listeners {
             ConstCounter::new(s.handshake_failures.load(Ordering::Relaxed))
+                .encode(e.encode_family(&label(name))?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_header_read_timeouts",
+            "Connections closed because a request head did not arrive within header_read_timeout, by listener",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, s) in &self.listeners {
+            ConstCounter::new(s.header_timeouts.load(Ordering::Relaxed))
+                .encode(e.encode_family(&label(name))?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_request_body_timeouts",
+            "Requests whose body stalled longer than body_timeout (answered 408), by listener",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, s) in &self.listeners {
+            ConstCounter::new(s.body_timeouts.load(Ordering::Relaxed))
                 .encode(e.encode_family(&label(name))?)?;
         }
         Ok(())

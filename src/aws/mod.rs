@@ -23,11 +23,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tower::Service;
 
-use crate::body::GatewayBody;
+use crate::body::{ClientBody, GatewayBody};
 use crate::queue::storage::Storage;
 use crate::queue::{QueueEngine, QueueError};
 use crate::server::ConnInfo;
@@ -136,7 +135,7 @@ fn render_failure(protocol: Protocol, f: &Failure, request_id: &str) -> Response
 }
 
 impl<S: Storage> AwsService<S> {
-    async fn handle(self, req: Request<Incoming>) -> Response<GatewayBody> {
+    async fn handle(self, req: Request<ClientBody>) -> Response<GatewayBody> {
         let rid = request_id();
         let (parts, body) = req.into_parts();
         let protocol =
@@ -145,6 +144,14 @@ impl<S: Storage> AwsService<S> {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 let too_big = e.is::<http_body_util::LengthLimitError>();
+                if let Some(t) = crate::body::body_timeout_in(&*e) {
+                    let f = Failure::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", t.to_string());
+                    let mut r = render_failure(protocol, &f, &rid);
+                    if parts.version <= http::Version::HTTP_11 {
+                        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    return r;
+                }
                 let f = if too_big {
                     Failure::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -182,7 +189,7 @@ impl<S: Storage> AwsService<S> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
             if let Err(e) = sigv4::verify(&signed, creds, now) {
-                let f = Failure::new(StatusCode::FORBIDDEN, e.code(), e.to_string());
+                let f = Failure::new(e.status(), e.code(), e.to_string());
                 return render_failure(protocol, &f, &rid);
             }
         }
@@ -281,9 +288,9 @@ fn decode_json(headers: &http::HeaderMap, body: &[u8]) -> Result<(String, Value)
 fn decode_query(path: &str, query: Option<&str>, body: &[u8]) -> Result<(String, Value), Failure> {
     let mut params: Vec<(String, String)> = Vec::new();
     if let Some(q) = query {
-        params.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+        params.extend(query::parse_form(q.as_bytes()).map_err(Failure::from)?);
     }
-    params.extend(form_urlencoded::parse(body).into_owned());
+    params.extend(query::parse_form(body).map_err(Failure::from)?);
     let action = params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).ok_or_else(|| {
         Failure::new(
             StatusCode::BAD_REQUEST,
@@ -313,7 +320,7 @@ fn decode_query(path: &str, query: Option<&str>, body: &[u8]) -> Result<(String,
     Ok((action, input))
 }
 
-impl<S: Storage> Service<Request<Incoming>> for AwsService<S> {
+impl<S: Storage> Service<Request<ClientBody>> for AwsService<S> {
     type Response = Response<GatewayBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -322,7 +329,7 @@ impl<S: Storage> Service<Request<Incoming>> for AwsService<S> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<ClientBody>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(req).await) })
     }

@@ -46,6 +46,10 @@ pub enum AuthError {
     Expired,
     #[error("The authorization header is malformed: {0}")]
     Malformed(String),
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    PayloadHashMismatch,
+    #[error("UNSIGNED-PAYLOAD is not accepted: the request body must be signed.")]
+    UnsignedPayload,
 }
 
 impl AuthError {
@@ -55,6 +59,16 @@ impl AuthError {
             AuthError::UnknownKey => "InvalidClientTokenId",
             AuthError::Mismatch | AuthError::Expired => "SignatureDoesNotMatch",
             AuthError::Malformed(_) => "IncompleteSignature",
+            AuthError::PayloadHashMismatch => "XAmzContentSHA256Mismatch",
+            AuthError::UnsignedPayload => "SignatureDoesNotMatch",
+        }
+    }
+
+    /// The HTTP status AWS answers with.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            AuthError::PayloadHashMismatch => http::StatusCode::BAD_REQUEST,
+            _ => http::StatusCode::FORBIDDEN,
         }
     }
 }
@@ -171,6 +185,24 @@ pub struct Signed<'a> {
     pub body: &'a [u8],
 }
 
+/// The hash of the body the signature covers: always computed from the
+/// body itself. An `X-Amz-Content-Sha256` header is not signed data the
+/// server may trust: if present it must be that same hash, or a captured
+/// request could be replayed with another body under its signature. SQS and
+/// SNS bodies are small and read whole, so `UNSIGNED-PAYLOAD` (and the
+/// streaming forms S3 uses) are refused.
+fn payload_hash(req: &Signed<'_>) -> Result<String, AuthError> {
+    let computed = hex(&Sha256::digest(req.body));
+    match req.headers.get("x-amz-content-sha256").map(|v| v.to_str()) {
+        None => Ok(computed),
+        Some(Ok(given)) if given.eq_ignore_ascii_case(&computed) => Ok(given.to_owned()),
+        Some(Ok(given)) if given == "UNSIGNED-PAYLOAD" || given.starts_with("STREAMING-") => {
+            Err(AuthError::UnsignedPayload)
+        }
+        Some(_) => Err(AuthError::PayloadHashMismatch),
+    }
+}
+
 /// Verifies a request's signature; returns the access key that signed it.
 pub fn verify(req: &Signed<'_>, creds: &Credentials, now_secs: i64) -> Result<String, AuthError> {
     let header = req.headers.get(http::header::AUTHORIZATION).ok_or(AuthError::Missing)?;
@@ -212,10 +244,7 @@ pub fn verify(req: &Signed<'_>, creds: &Credentials, now_secs: i64) -> Result<St
         canonical_headers.push_str(value.trim());
         canonical_headers.push('\n');
     }
-    let payload_hash = match req.headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
-        Some(h) => h.to_owned(),
-        None => hex(&Sha256::digest(req.body)),
-    };
+    let payload_hash = payload_hash(req)?;
     let canonical = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
@@ -287,6 +316,55 @@ mod tests {
         let req = Signed { headers: &h, ..req };
         assert_eq!(verify(&req, &creds, now + 16 * 60), Err(AuthError::Expired));
         assert_eq!(verify(&req, &Credentials::default(), now), Err(AuthError::UnknownKey));
+    }
+
+    #[test]
+    fn the_payload_hash_is_always_the_bodys() {
+        let creds = Credentials::new([("AKIDEXAMPLE".to_string(), SECRET.to_string())]);
+        let now = parse_amz_date("20150830T123600Z").unwrap();
+        let body: &[u8] = b"Action=SendMessage&MessageBody=hello";
+        let body_hash = hex(&Sha256::digest(body));
+        let sign = |headers: &mut HeaderMap, body: &[u8]| {
+            // Sign as a client would, with the given hash header (if any).
+            headers.insert("host", "sqs.example".parse().unwrap());
+            headers.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
+            let hash = match headers.get("x-amz-content-sha256") {
+                Some(h) => h.to_str().unwrap().to_owned(),
+                None => hex(&Sha256::digest(body)),
+            };
+            let canonical = format!(
+                "POST\n/\n\nhost:sqs.example\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n{hash}"
+            );
+            let scope = "20150830/us-east-1/sqs/aws4_request";
+            let to_sign = format!(
+                "AWS4-HMAC-SHA256\n20150830T123600Z\n{scope}\n{}",
+                hex(&Sha256::digest(canonical.as_bytes()))
+            );
+            let sig = hex(&hmac(&signing_key(SECRET, "20150830", "us-east-1", "sqs"), to_sign.as_bytes()));
+            let auth = format!("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}");
+            headers.insert("authorization", auth.parse().unwrap());
+        };
+        let check = |headers: &HeaderMap, body: &[u8]| {
+            let req = Signed { method: "POST", path: "/", query: None, headers, authority: None, body };
+            verify(&req, &creds, now)
+        };
+        // Without the header, and with the right one: accepted.
+        let mut plain = HeaderMap::new();
+        sign(&mut plain, body);
+        assert!(check(&plain, body).is_ok());
+        let mut with_hash = HeaderMap::new();
+        with_hash.insert("x-amz-content-sha256", body_hash.parse().unwrap());
+        sign(&mut with_hash, body);
+        assert!(check(&with_hash, body).is_ok());
+        // A captured request replayed with another body: refused.
+        let other: &[u8] = b"Action=SendMessage&MessageBody=forged";
+        assert_eq!(check(&with_hash, other), Err(AuthError::PayloadHashMismatch));
+        assert_eq!(check(&plain, other), Err(AuthError::Mismatch));
+        // UNSIGNED-PAYLOAD, even correctly signed: refused.
+        let mut unsigned = HeaderMap::new();
+        unsigned.insert("x-amz-content-sha256", "UNSIGNED-PAYLOAD".parse().unwrap());
+        sign(&mut unsigned, body);
+        assert_eq!(check(&unsigned, body), Err(AuthError::UnsignedPayload));
     }
 
     #[test]

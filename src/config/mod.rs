@@ -43,6 +43,7 @@ pub mod defaults {
     pub const AWS_BIND: &str = "127.0.0.1:9324";
     pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
     pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
     pub const MAX_CONNECTIONS: u64 = 10_000;
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,6 +109,8 @@ pub struct GatewayListener {
     pub limits: ConnectionLimits,
     /// How connections are spread over the workers.
     pub connection_balance: ConnectionBalance,
+    /// What a percent-encoded `/` or `\\` in a request path does.
+    pub escaped_slashes: EscapedSlashes,
     /// Where this listener is declared, for later problems.
     pub key: KeyPath,
 }
@@ -125,6 +128,21 @@ pub enum ConnectionBalance {
     Kernel,
 }
 
+/// What a gateway listener does with `%2F`, `%2f`, `%5C` and `%5c` in a
+/// request path (Envoy's `path_with_escaped_slashes_action`). An upstream
+/// that decodes them once would see separators the route match did not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Answer `400`.
+    #[default]
+    Reject,
+    /// Decode them to `/` before routing, so the route match and the
+    /// upstream see the same separators.
+    Decode,
+    /// Leave them encoded, as opaque characters of a segment.
+    Keep,
+}
+
 /// Per-listener protections against slow or abusive clients.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionLimits {
@@ -138,6 +156,9 @@ pub struct ConnectionLimits {
     pub max_header_size: u64,
     /// Connections accepted at once; further clients wait in the backlog.
     pub max_connections: u64,
+    /// Longest wait for the next bytes of a request body (408 and the
+    /// connection closed after it); `None` waits as long as the client.
+    pub body_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -334,6 +355,9 @@ pub struct RouteConfig {
     pub timeout: Option<Duration>,
     /// Largest request body accepted (413 beyond it).
     pub max_body: u64,
+    /// `Upgrade` protocols passed through to the upstream, lowercase
+    /// (`[websocket]` by default; `h2c` is never allowed).
+    pub upgrades: Vec<String>,
     pub key: KeyPath,
 }
 
@@ -485,6 +509,7 @@ fn default_gateway(key: KeyPath) -> GatewayListener {
         tls: None,
         limits: ConnectionLimits::default(),
         connection_balance: ConnectionBalance::default(),
+        escaped_slashes: EscapedSlashes::default(),
         key,
     }
 }
@@ -498,7 +523,11 @@ fn default_listen() -> Listen {
 }
 
 fn default_aws_listener() -> AwsListener {
-    AwsListener { bind: defaults::AWS_BIND.parse().expect("valid default"), credentials: Vec::new() }
+    AwsListener {
+        bind: defaults::AWS_BIND.parse().expect("valid default"),
+        credentials: Vec::new(),
+        body_timeout: defaults::BODY_TIMEOUT,
+    }
 }
 
 fn is_off(n: &Node<'_>) -> bool {
@@ -583,6 +612,7 @@ impl Default for ConnectionLimits {
             idle_timeout: defaults::IDLE_TIMEOUT,
             max_header_size: defaults::MAX_HEADER_SIZE,
             max_connections: defaults::MAX_CONNECTIONS,
+            body_timeout: Some(defaults::BODY_TIMEOUT),
         }
     }
 }
@@ -598,6 +628,8 @@ fn decode_gateway_listener(d: &mut Decoder<'_>, node: &Node<'_>, base: &Path) ->
             "max_header_size",
             "max_connections",
             "connection_balance",
+            "body_timeout",
+            "escaped_slashes",
         ],
         &[],
     )?;
@@ -624,12 +656,28 @@ fn decode_gateway_listener(d: &mut Decoder<'_>, node: &Node<'_>, base: &Path) ->
     if let Some(v) = t.get("max_connections").and_then(|n| d.integer(&n, 1, 1_000_000)) {
         limits.max_connections = v;
     }
+    if let Some(v) = t.get("body_timeout").and_then(|n| positive_duration(d, &n)) {
+        limits.body_timeout = Some(v);
+    }
+    let escaped_slashes =
+        match t.get("escaped_slashes").and_then(|n| d.choice(&n, &["reject", "decode", "keep"])) {
+            Some("decode") => EscapedSlashes::Decode,
+            Some("keep") => EscapedSlashes::Keep,
+            _ => EscapedSlashes::Reject,
+        };
     let connection_balance =
         match t.get("connection_balance").and_then(|n| d.choice(&n, &["exact", "kernel"])) {
             Some("kernel") => ConnectionBalance::Kernel,
             _ => ConnectionBalance::Exact,
         };
-    Some(GatewayListener { bind: bind?, tls, limits, connection_balance, key: node.path.clone() })
+    Some(GatewayListener {
+        bind: bind?,
+        tls,
+        limits,
+        connection_balance,
+        escaped_slashes,
+        key: node.path.clone(),
+    })
 }
 
 fn decode_tls(d: &mut Decoder<'_>, node: &Node<'_>, base: &Path) -> Option<TlsConfig> {
@@ -925,6 +973,7 @@ const ROUTE_KEYS: &[&str] = &[
     "strip_prefix",
     "timeout",
     "max_body",
+    "upgrades",
 ];
 const ROUTE_PENDING: &[&str] = &["topic", "auth", "scopes", "throttle", "waf"];
 
@@ -932,6 +981,25 @@ const ROUTE_PENDING: &[&str] = &["topic", "auth", "scopes", "throttle", "waf"];
 /// accepted if they are valid HTTP method tokens.
 const KNOWN_METHODS: &[&str] =
     &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"];
+
+/// A route's `upgrades:` list: protocol tokens, never `h2c`.
+fn decode_upgrades(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in d.list(node) {
+        let Some(p) = d.string(&item) else { continue };
+        let p = p.to_ascii_lowercase();
+        let token =
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            d.invalid(&item, format!("`{p}` is not an upgrade protocol name"));
+        } else if p == "h2c" {
+            d.invalid(&item, "`h2c` cannot be allowed: an upstream that switched to it would serve later requests past the route's checks");
+        } else if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
 
 fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
     let t = d.table(node, ROUTE_KEYS, ROUTE_PENDING)?;
@@ -1014,6 +1082,10 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
     });
     let timeout = t.get("timeout").and_then(|n| positive_duration(d, &n));
     let max_body = t.get("max_body").and_then(|n| d.size(&n)).unwrap_or(defaults::MAX_BODY);
+    let upgrades = match t.get("upgrades") {
+        None => vec!["websocket".to_owned()],
+        Some(n) => decode_upgrades(d, &n),
+    };
     Some(RouteConfig {
         name: name?,
         host,
@@ -1023,6 +1095,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         strip_prefix,
         timeout,
         max_body,
+        upgrades,
         key: node.path.clone(),
     })
 }

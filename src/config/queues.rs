@@ -51,6 +51,8 @@ pub struct AwsListener {
     /// `(access_key, secret_key)` pairs; when not empty, every request must
     /// be signed (SigV4) with one of them.
     pub credentials: Vec<(String, String)>,
+    /// Longest wait for the next bytes of a request body (408 after it).
+    pub body_timeout: Duration,
 }
 
 /// `queues.<name>`.
@@ -189,7 +191,7 @@ pub(super) fn decode_storage(d: &mut Decoder<'_>, node: Option<Node<'_>>, base: 
 }
 
 pub(super) fn decode_aws_listener(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<AwsListener> {
-    let t = d.table(node, &["bind", "credentials"], &[])?;
+    let t = d.table(node, &["bind", "credentials", "body_timeout"], &[])?;
     let bind = match t.get("bind") {
         Some(b) => d.socket_addr(&b)?,
         None => super::defaults::AWS_BIND.parse().expect("valid default"),
@@ -209,7 +211,15 @@ pub(super) fn decode_aws_listener(d: &mut Decoder<'_>, node: &Node<'_>) -> Optio
             }
         }
     }
-    Some(AwsListener { bind, credentials })
+    let mut body_timeout = super::defaults::BODY_TIMEOUT;
+    if let Some(n) = t.get("body_timeout") {
+        match d.duration(&n) {
+            Some(v) if v.is_zero() => d.invalid(&n, "must be greater than zero"),
+            Some(v) => body_timeout = v,
+            None => {}
+        }
+    }
+    Some(AwsListener { bind, credentials, body_timeout })
 }
 
 /// A duration that SQS counts in whole seconds, within `max`.

@@ -298,10 +298,12 @@ fn parse_head(
             .map_err(|_| broken(format!("invalid value for header {name}")))?;
         headers.append(name, value);
     }
+    // Both framings at once may be a smuggling attempt (RFC 9112 §6.3):
+    // refused, and the connection, whose state is unknown, is dropped.
+    if body.chunked_last.is_some() && body.length.is_some() {
+        return Err(broken("the response has both Content-Length and Transfer-Encoding".into()));
+    }
     let keep_alive = match version {
-        // Both framings at once may be a smuggling attempt: answer it, do
-        // not reuse the connection (RFC 9112 §6.3).
-        _ if body.chunked_last.is_some() && body.length.is_some() => false,
         Version::HTTP_11 => !connection.0,
         _ => connection.1 && body.chunked_last.is_none(),
     };
@@ -574,13 +576,11 @@ mod tests {
         assert!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
         assert!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n").is_err());
         assert!(f(Method::GET, "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n").is_err());
-        assert!(matches!(
-            f(
-                Method::GET,
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n"
-            ),
-            Ok(Chunked(_))
-        ));
+        assert!(f(
+            Method::GET,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n"
+        )
+        .is_err());
         assert!(matches!(
             f(Method::GET, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
             Ok(UntilClose)
@@ -594,7 +594,10 @@ mod tests {
             Ok(Chunked(_))
         ));
         let both = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
-        assert!(!both.unwrap().unwrap().keep_alive, "a head with both framings is not reused");
+        assert!(
+            matches!(both, Err(ExchangeError::Broken(_))),
+            "a head with both framings is refused (RFC 9112 §6.3)"
+        );
     }
 
     #[test]

@@ -33,8 +33,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     }
 }
 
+/// End-to-end headers that `Connection` cannot turn into hop-by-hop ones.
+fn is_protected(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::CONTENT_TYPE
+        || name.as_str() == "x-request-id"
+        || name.as_str().starts_with("x-forwarded-")
+}
+
 /// Removes hop-by-hop headers, including every header named in
-/// `Connection`.
+/// `Connection` (but not the [protected](is_protected) ones).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one scan of the names, no hashing.
     if !headers.keys().any(is_hop_by_hop) {
@@ -48,7 +57,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     for name in named {
-        headers.remove(name);
+        // `Connection` may name hop-by-hop extensions only: a client cannot
+        // use it to take away the target's `Host`, the message framing, or
+        // the headers gatehouse sets for the upstream.
+        if !is_protected(&name) {
+            headers.remove(name);
+        }
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
@@ -56,9 +70,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::PROXY_AUTHENTICATE);
 }
 
+/// The protocols of a client's upgrade request (HTTP/1.1 `Upgrade` with
+/// `Connection: upgrade`) that `allowed` lists, as the `Upgrade` value to
+/// forward; `None` if it asks for none of them. `h2c` never passes: an
+/// upstream that switched to it would serve any later request on the
+/// tunnel, past route matching.
+pub fn allowed_upgrade(version: Version, headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    let offered = upgrade_protocol(version, headers)?;
+    let offered = offered.to_str().ok()?;
+    let kept: Vec<&str> = offered
+        .split(',')
+        .map(str::trim)
+        .filter(|p| {
+            let name = p.split('/').next().unwrap_or(p);
+            !name.eq_ignore_ascii_case("h2c") && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// Whether an upstream's `101` switched to one of the protocols forwarded.
+pub fn upgrade_matches(forwarded: &HeaderValue, answered: Option<&HeaderValue>) -> bool {
+    let (Ok(forwarded), Some(Ok(answered))) = (forwarded.to_str(), answered.map(|a| a.to_str())) else {
+        return false;
+    };
+    let name = |p: &str| p.trim().split('/').next().unwrap_or("").to_ascii_lowercase();
+    let answered = name(answered);
+    !answered.is_empty() && forwarded.split(',').any(|p| name(p) == answered)
+}
+
 /// The protocol a client asks to switch to (HTTP/1.1 `Upgrade` with
 /// `Connection: upgrade`), if any.
-pub fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
     if version != Version::HTTP_11 {
         return None;
     }
@@ -179,6 +225,39 @@ mod tests {
             strip_hop_by_hop(&mut h);
             assert!(h.contains_key(look_alike.as_str()), "{look_alike} was removed");
         }
+    }
+
+    #[test]
+    fn connection_cannot_name_host_framing_or_gatehouse_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Host, X-Request-Id, content-length, X-Forwarded-For, x-drop"),
+            ("host", "api.example"),
+            ("x-request-id", "abc"),
+            ("content-length", "3"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-drop", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["content-length", "host", "x-forwarded-for", "x-request-id"]);
+    }
+
+    #[test]
+    fn only_allowed_upgrades_pass_and_h2c_never() {
+        let ws = vec!["websocket".to_string()];
+        let up = |v: &str| map(&[("connection", "Upgrade"), ("upgrade", v)]);
+        assert_eq!(allowed_upgrade(Version::HTTP_11, &up("websocket"), &ws).unwrap(), "websocket");
+        assert_eq!(allowed_upgrade(Version::HTTP_11, &up("WebSocket"), &ws).unwrap(), "WebSocket");
+        assert_eq!(allowed_upgrade(Version::HTTP_11, &up("h2c, websocket"), &ws).unwrap(), "websocket");
+        assert!(allowed_upgrade(Version::HTTP_11, &up("h2c"), &ws).is_none());
+        let h2c = vec!["h2c".to_string(), "websocket".to_string()];
+        assert!(allowed_upgrade(Version::HTTP_11, &up("h2c"), &h2c).is_none());
+        assert!(allowed_upgrade(Version::HTTP_11, &up("websocket"), &[]).is_none());
+        let fwd = HeaderValue::from_static("websocket");
+        assert!(upgrade_matches(&fwd, Some(&HeaderValue::from_static("WebSocket"))));
+        assert!(!upgrade_matches(&fwd, Some(&HeaderValue::from_static("h2c"))));
+        assert!(!upgrade_matches(&fwd, None));
     }
 
     #[test]

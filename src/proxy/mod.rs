@@ -36,11 +36,10 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
-use crate::body::{BoxError, GatewayBody};
+use crate::body::{BoxError, ClientBody, GatewayBody};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::HttpError;
 use client::{Lease, SendError, UpstreamIncoming};
@@ -58,6 +57,8 @@ pub struct ForwardOptions<'a> {
     pub max_body: u64,
     /// Time allowed until the response headers arrive, retries included.
     pub timeout: Duration,
+    /// The `Upgrade` protocols the route passes through (lowercase).
+    pub upgrades: &'a [String],
 }
 
 /// An upstream's answer and the target that gave it (for the access log).
@@ -81,6 +82,8 @@ pub enum ProxyError {
     PayloadTooLarge { limit: u64 },
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
+    #[error("{0}")]
+    BodyTimeout(crate::body::BodyTimeout),
 }
 
 impl ProxyError {
@@ -102,6 +105,7 @@ impl HttpError for ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout(t) => t.status(),
         }
     }
 
@@ -113,7 +117,12 @@ impl HttpError for ProxyError {
             ProxyError::Timeout { .. } => "upstream_timeout",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::ClientBody(_) => "bad_request_body",
+            ProxyError::BodyTimeout(t) => t.code(),
         }
+    }
+
+    fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::BodyTimeout(_))
     }
 }
 
@@ -130,7 +139,7 @@ impl Upstream {
     /// `Connector::send` on why these are not `async fn`s).
     pub fn forward<'a>(
         &'a self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         opts: ForwardOptions<'a>,
     ) -> impl Future<Output = Result<Forwarded, ProxyError>> + Send + 'a {
         let mut prepared = self.prepare(req, &opts);
@@ -139,6 +148,8 @@ impl Upstream {
                 Ok((ref mut template, body, ref mut client_upgrade)) => (template, body, client_upgrade),
                 Err(e) => return Err(e),
             };
+            let forwarded_upgrade =
+                client_upgrade.as_ref().and_then(|_| template.headers.get(header::UPGRADE).cloned());
             let is_upgrade = client_upgrade.is_some();
             let attempt = self.send_with_retries(template, body, &opts, is_upgrade);
             let (mut resp, target, in_flight, mut lease) = match tokio::time::timeout(opts.timeout, attempt)
@@ -150,7 +161,35 @@ impl Upstream {
                 }
             };
 
+            if resp.headers().contains_key(header::TRANSFER_ENCODING)
+                && resp.headers().contains_key(header::CONTENT_LENGTH)
+            {
+                // hyper's client reads such an answer by its chunks, and the
+                // length left behind would cut it short on the way out
+                // (RFC 9112 §6.3: an error). The unread answer is dropped
+                // with its connection.
+                return Err(ProxyError::Failed {
+                    upstream: self.name().clone(),
+                    target: self.targets()[target].label.clone(),
+                    reason: "the response has both Content-Length and Transfer-Encoding".into(),
+                });
+            }
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if switching {
+                // A switch the client did not ask for, or to another protocol
+                // than the one forwarded, would hand the client a tunnel
+                // past route matching.
+                let answered = resp.headers().get(header::UPGRADE);
+                let expected =
+                    forwarded_upgrade.as_ref().is_some_and(|f| headers::upgrade_matches(f, answered));
+                if !expected {
+                    return Err(ProxyError::Failed {
+                        upstream: self.name().clone(),
+                        target: self.targets()[target].label.clone(),
+                        reason: "the upstream switched protocols without an allowed upgrade request".into(),
+                    });
+                }
+            }
             match (client_upgrade.take(), switching) {
                 (Some(client_side), true) => {
                     // The connection now belongs to the tunnel.
@@ -182,13 +221,13 @@ impl Upstream {
     #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         opts: &ForwardOptions<'_>,
-    ) -> Result<(RequestTemplate, Incoming, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
+    ) -> Result<(RequestTemplate, ClientBody, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
         if content_length(req.headers()).is_some_and(|n| n > opts.max_body) {
             return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
         }
-        let upgrade = headers::upgrade_protocol(req.version(), req.headers());
+        let upgrade = headers::allowed_upgrade(req.version(), req.headers(), opts.upgrades);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
 
@@ -240,7 +279,7 @@ impl Upstream {
     fn send_with_retries<'a>(
         &'a self,
         template: &'a mut RequestTemplate,
-        body: Incoming,
+        body: ClientBody,
         opts: &'a ForwardOptions<'a>,
         is_upgrade: bool,
     ) -> impl Future<Output = Result<(Response<UpstreamIncoming>, usize, InFlight, Option<Lease>), ProxyError>>
@@ -309,9 +348,7 @@ impl Upstream {
                             SendError::Failed(e) if has_cause::<LengthLimitError>(&e) => {
                                 return Err(ProxyError::PayloadTooLarge { limit: opts.max_body });
                             }
-                            SendError::Failed(e) if e.is_user() => {
-                                return Err(ProxyError::ClientBody(root_cause(&e)))
-                            }
+                            SendError::Failed(e) if e.is_user() => return Err(client_body_error(&e)),
                             SendError::Failed(e) => root_cause(&e),
                             SendError::Broken(reason) | SendError::NotSent(reason) => reason,
                         };
@@ -427,6 +464,14 @@ fn has_cause<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// What a failure to read the client's body means for the client.
+fn client_body_error(e: &(dyn StdError + 'static)) -> ProxyError {
+    match crate::body::body_timeout_in(e) {
+        Some(t) => ProxyError::BodyTimeout(t),
+        None => ProxyError::ClientBody(root_cause(e)),
+    }
+}
+
 fn root_cause(e: &(dyn StdError + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -446,7 +491,7 @@ enum RequestBody {
 impl RequestBody {
     /// Reads up to `buffer` bytes; if the body ends within them it becomes
     /// replayable, otherwise it streams (what was read goes first).
-    async fn prepare(mut body: Incoming, max_body: u64, buffer: u64) -> Result<Self, ProxyError> {
+    async fn prepare(mut body: ClientBody, max_body: u64, buffer: u64) -> Result<Self, ProxyError> {
         if body.is_end_stream() {
             return Ok(RequestBody::Replayable(None));
         }
@@ -459,7 +504,7 @@ impl RequestBody {
         loop {
             match body.frame().await {
                 None => return Ok(RequestBody::Replayable((!read.is_empty()).then(|| read.freeze()))),
-                Some(Err(e)) => return Err(ProxyError::ClientBody(e.to_string())),
+                Some(Err(e)) => return Err(client_body_error(&*e)),
                 Some(Ok(frame)) => {
                     // Trailers are dropped: rare in requests, and HTTP/1.1
                     // upstreams could not receive them without chunking.
@@ -499,7 +544,7 @@ impl RequestBody {
 /// Reads and discards what is left of a rejected request body (at most
 /// 1 MiB, for at most a second) so that the client, still sending, can read
 /// the error answer instead of having its connection reset under it.
-async fn drain(mut body: Incoming) {
+async fn drain(mut body: ClientBody) {
     const CAP: usize = 1 << 20;
     let discard = async {
         let mut seen = 0usize;
@@ -521,7 +566,7 @@ pin_project! {
         Stream {
             prefix: Option<Bytes>,
             #[pin]
-            rest: Limited<Incoming>,
+            rest: Limited<ClientBody>,
         },
     }
 }
@@ -531,7 +576,7 @@ impl UpstreamBody {
         UpstreamBody::Full { data: None }
     }
 
-    fn stream(prefix: Option<Bytes>, rest: Incoming, limit: u64) -> Self {
+    fn stream(prefix: Option<Bytes>, rest: ClientBody, limit: u64) -> Self {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         UpstreamBody::Stream { prefix, rest: Limited::new(rest, limit) }
     }

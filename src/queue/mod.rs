@@ -194,6 +194,7 @@ fn storage_err(e: StorageError) -> QueueError {
             "Too many messages in flight: the queue has reached the limit of {n}."
         )),
         StorageError::Failed(m) => QueueError::Internal(m),
+        e @ StorageError::Locked(_) => QueueError::Internal(e.to_string()),
     }
 }
 

@@ -13,7 +13,8 @@ use http::header::{HeaderName, HeaderValue, ALLOW};
 use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use super::{normalize_path, request_host, Match, RouteTable};
+use super::{check_host, normalize_path, request_host, BadHost, InvalidPath, Match, RouteTable};
+use crate::config::EscapedSlashes;
 use crate::error::{BoxHttpError, HttpError};
 
 /// The route chosen for a request.
@@ -39,18 +40,25 @@ pub type SharedTable<T> = Arc<ArcSwap<RouteTable<T>>>;
 #[derive(Clone)]
 pub struct RouteLayer<T> {
     table: SharedTable<T>,
+    slashes: EscapedSlashes,
 }
 
 impl<T> RouteLayer<T> {
     pub fn new(table: SharedTable<T>) -> Self {
-        Self { table }
+        Self { table, slashes: EscapedSlashes::default() }
+    }
+
+    /// What encoded separators in a path do (the listener's setting).
+    pub fn escaped_slashes(mut self, slashes: EscapedSlashes) -> Self {
+        self.slashes = slashes;
+        self
     }
 }
 
 impl<S, T> Layer<S> for RouteLayer<T> {
     type Service = Route<S, T>;
     fn layer(&self, inner: S) -> Route<S, T> {
-        Route { inner, table: self.table.clone() }
+        Route { inner, table: self.table.clone(), slashes: self.slashes }
     }
 }
 
@@ -58,6 +66,7 @@ impl<S, T> Layer<S> for RouteLayer<T> {
 pub struct Route<S, T> {
     inner: S,
     table: SharedTable<T>,
+    slashes: EscapedSlashes,
 }
 
 impl<S, T, B, RB> Service<Request<B>> for Route<S, T>
@@ -75,9 +84,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let reject = |e: BoxHttpError| Either::Left(futures_util::future::ready(Err(e)));
-        let path = match normalize_path(req.uri().path()) {
+        if let Err(e) = check_host(&req) {
+            return reject(Box::new(RoutingError::BadHost(e)));
+        }
+        let path = match normalize_path(req.uri().path(), self.slashes) {
             Ok(p) => p,
-            Err(_) => return reject(Box::new(RoutingError::InvalidPath)),
+            Err(e) => return reject(Box::new(RoutingError::InvalidPath(e))),
         };
         let table = self.table.load();
         let host = request_host(&req);
@@ -113,8 +125,10 @@ pub enum RoutingError {
     NotFound { method: Method, path: String },
     #[error("{method} is not allowed here")]
     MethodNotAllowed { method: Method, allow: Vec<Method> },
-    #[error("the request path climbs above the root")]
-    InvalidPath,
+    #[error("{0}")]
+    InvalidPath(InvalidPath),
+    #[error("{0}")]
+    BadHost(BadHost),
 }
 
 impl HttpError for RoutingError {
@@ -122,7 +136,7 @@ impl HttpError for RoutingError {
         match self {
             RoutingError::NotFound { .. } => StatusCode::NOT_FOUND,
             RoutingError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            RoutingError::InvalidPath => StatusCode::BAD_REQUEST,
+            RoutingError::InvalidPath(_) | RoutingError::BadHost(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -130,7 +144,8 @@ impl HttpError for RoutingError {
         match self {
             RoutingError::NotFound { .. } => "route_not_found",
             RoutingError::MethodNotAllowed { .. } => "method_not_allowed",
-            RoutingError::InvalidPath => "invalid_path",
+            RoutingError::InvalidPath(_) => "invalid_path",
+            RoutingError::BadHost(_) => "invalid_host",
         }
     }
 

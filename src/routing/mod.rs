@@ -16,13 +16,16 @@
 //! [`Match::MethodNotAllowed`] with the methods that would have matched.
 
 mod layer;
+mod path;
 
 use std::borrow::Cow;
 
 use http::Method;
 
+pub use crate::config::EscapedSlashes;
 use crate::config::{HostPattern, PathPattern, PathSegment};
 pub use layer::{RouteLayer, RouteMatch, Routed, RoutingError, SharedTable};
+pub use path::{normalize_path, InvalidPath};
 
 /// Which requests a route accepts.
 #[derive(Clone, Debug)]
@@ -180,6 +183,51 @@ fn path_matches(pattern: &PathPattern, path: &str) -> bool {
     pattern.prefix || parts.next().is_none()
 }
 
+/// Why a request's host is refused (400, RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadHost {
+    #[error("an HTTP/1.1 request must carry a Host header")]
+    Missing,
+    #[error("the request carries more than one Host header")]
+    Duplicate,
+    #[error("the Host header is not a valid host")]
+    Invalid,
+    #[error("the Host header does not match the request's :authority")]
+    Conflict,
+}
+
+/// Checks the request's host the way RFC 9112 §3.2 requires of a server:
+/// exactly one valid `Host` on HTTP/1.1, and on HTTP/2 a `Host` (if any)
+/// that names the same authority as `:authority`. Anything else could make
+/// the route match and the upstream disagree about the host.
+pub fn check_host<B>(req: &http::Request<B>) -> Result<(), BadHost> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadHost::Duplicate);
+    }
+    let Some(host) = host else {
+        return match req.version() {
+            http::Version::HTTP_11 => Err(BadHost::Missing),
+            _ => Ok(()),
+        };
+    };
+    let valid = !host.is_empty()
+        && !host.as_bytes().contains(&b'@')
+        && http::uri::Authority::try_from(host.as_bytes()).is_ok();
+    if !valid {
+        return Err(BadHost::Invalid);
+    }
+    if req.version() == http::Version::HTTP_2 {
+        if let Some(authority) = req.uri().authority() {
+            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+                return Err(BadHost::Conflict);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The request's host, from the URI authority (HTTP/2, absolute-form) or the
 /// `Host` header: lowercase, without port or trailing dot.
 pub fn request_host<B>(req: &http::Request<B>) -> Option<Cow<'_, str>> {
@@ -200,48 +248,6 @@ pub fn request_host<B>(req: &http::Request<B>) -> Option<Cow<'_, str>> {
         Some(Cow::Borrowed(host))
     }
 }
-
-/// Removes `.` and `..` segments (RFC 3986 §5.2.4, also in their
-/// percent-encoded forms) so that `/api/../admin` cannot reach a route the
-/// literal path would not. A `..` above the root is an error. Paths without
-/// dot segments are returned as they are, without allocating.
-pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
-    if !path.starts_with('/') {
-        return Err(InvalidPath);
-    }
-    let is_dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
-    let is_dotdot =
-        |s: &str| matches!(s.len(), 2 | 4 | 6) && s.to_ascii_lowercase().replace("%2e", ".") == "..";
-    let needs_work = path[1..].split('/').any(|s| is_dot(s) || is_dotdot(s));
-    if !needs_work {
-        return Ok(Cow::Borrowed(path));
-    }
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (i, seg) in segments.iter().enumerate() {
-        if is_dot(seg) {
-            if i == last {
-                out.push("");
-            }
-        } else if is_dotdot(seg) {
-            if out.pop().is_none() {
-                return Err(InvalidPath);
-            }
-            if i == last {
-                out.push("");
-            }
-        } else {
-            out.push(seg);
-        }
-    }
-    Ok(Cow::Owned(format!("/{}", out.join("/"))))
-}
-
-/// A request path that cannot be normalised (it climbs above the root).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the request path climbs above the root")]
-pub struct InvalidPath;
 
 #[cfg(test)]
 mod tests {
@@ -360,34 +366,36 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_resolved_before_matching() {
-        assert_eq!(normalize_path("/a/b").unwrap(), "/a/b");
-        assert!(matches!(normalize_path("/a/b").unwrap(), Cow::Borrowed(_)));
-        assert_eq!(normalize_path("/api/../admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/api/%2E%2e/admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/a/./b/.").unwrap(), "/a/b/");
-        assert_eq!(normalize_path("/a/b/..").unwrap(), "/a/");
-        assert_eq!(normalize_path("/..."), Ok(Cow::Borrowed("/...")));
-        assert_eq!(normalize_path("/a/.%2E/b").unwrap(), "/b");
-        assert_eq!(normalize_path("/a/%2e./b").unwrap(), "/b");
-        assert_eq!(normalize_path("/a/%2e/b").unwrap(), "/a/b");
-        assert_eq!(normalize_path("/a/%2ex/b"), Ok(Cow::Borrowed("/a/%2ex/b")));
-        assert_eq!(normalize_path("/v1/ab/cdef"), Ok(Cow::Borrowed("/v1/ab/cdef")));
-        assert_eq!(normalize_path("/../etc/passwd"), Err(InvalidPath));
-        assert_eq!(normalize_path("relative"), Err(InvalidPath));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn normalised_paths_have_no_dot_segments(p in "(/(a|b|\\.|\\.\\.|%2e|%2E%2e)){0,8}") {
-            let p = if p.is_empty() { "/".to_string() } else { p };
-            if let Ok(n) = normalize_path(&p) {
-                proptest::prop_assert!(n.starts_with('/'));
-                for seg in n[1..].split('/') {
-                    let lower = seg.to_ascii_lowercase().replace("%2e", ".");
-                    proptest::prop_assert!(lower != "." && lower != "..", "{} -> {}", p, n);
-                }
+    fn host_must_be_present_once_and_agree_with_the_authority() {
+        let h11 = |hosts: &[&str]| {
+            let mut b = http::Request::get("/x");
+            for h in hosts {
+                b = b.header("host", *h);
             }
-        }
+            b.body(()).unwrap()
+        };
+        assert_eq!(check_host(&h11(&["a.example"])), Ok(()));
+        assert_eq!(check_host(&h11(&[])), Err(BadHost::Missing));
+        assert_eq!(check_host(&h11(&["a.example", "b.example"])), Err(BadHost::Duplicate));
+        assert_eq!(check_host(&h11(&["a.example", "a.example"])), Err(BadHost::Duplicate));
+        assert_eq!(check_host(&h11(&["user@a.example"])), Err(BadHost::Invalid));
+        assert_eq!(check_host(&h11(&["a b"])), Err(BadHost::Invalid));
+        assert_eq!(check_host(&h11(&[""])), Err(BadHost::Invalid));
+        // HTTP/1.0 may leave it out.
+        let mut old = h11(&[]);
+        *old.version_mut() = http::Version::HTTP_10;
+        assert_eq!(check_host(&old), Ok(()));
+        // HTTP/2: :authority alone, or with a Host that agrees.
+        let h2 = |host: Option<&str>| {
+            let mut b = http::Request::get("https://a.example:8443/x").version(http::Version::HTTP_2);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            b.body(()).unwrap()
+        };
+        assert_eq!(check_host(&h2(None)), Ok(()));
+        assert_eq!(check_host(&h2(Some("A.example:8443"))), Ok(()));
+        assert_eq!(check_host(&h2(Some("b.example"))), Err(BadHost::Conflict));
+        assert_eq!(check_host(&h2(Some("a.example"))), Err(BadHost::Conflict));
     }
 }

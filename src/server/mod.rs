@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use crate::body::{BodyDeadline, ClientBody};
 use crate::config::{ConnectionBalance, ConnectionLimits};
 use crate::tls::ReloadableServerConfig;
 use balance::{Balancer, Handoff};
@@ -88,6 +89,8 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub header_timeouts: AtomicU64,
+    /// Requests whose body stalled past `body_timeout` (answered 408).
+    pub body_timeouts: Arc<AtomicU64>,
 }
 
 impl ListenerStats {
@@ -97,6 +100,7 @@ impl ListenerStats {
             accepted: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
+            body_timeouts: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -230,7 +234,7 @@ impl Listener {
     ) -> io::Result<JoinHandle<()>>
     where
         M: Fn(ConnInfo) -> S + Send + Sync + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
             + Sync
@@ -256,8 +260,28 @@ impl Listener {
 /// Binds `count` sockets to `addr` with `SO_REUSEPORT`, one per worker, so
 /// the kernel spreads new connections across the workers. With port 0, the
 /// first socket picks a free port and the others share it.
+///
+/// `SO_REUSEPORT` would also let another process of the same user join the
+/// port and take a share of its connections (a second gatehouse started on
+/// the same config, say). So a fixed port is first bound once without it:
+/// that fails while any other socket listens there, and the address is
+/// reported in use, as for any other program holding it.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // Connections of an earlier run in TIME_WAIT do not count.
+        probe.set_reuse_address(true)?;
+        if let Err(e) = probe.bind(&addr.into()) {
+            return Err(match e.kind() {
+                io::ErrorKind::AddrInUse => io::Error::new(
+                    e.kind(),
+                    "the address is already in use by another process (another gatehouse on the same config?)",
+                ),
+                _ => e,
+            });
+        }
+    }
     let mut sockets = Vec::with_capacity(count);
     let mut at = addr;
     for _ in 0..count.max(1) {
@@ -307,7 +331,11 @@ async fn accept_loop<M, S, B>(
     mut phase: watch::Receiver<Phase>,
 ) where
     M: Fn(ConnInfo) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
@@ -480,7 +508,11 @@ async fn drive<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
@@ -489,7 +521,10 @@ async fn drive<I, S, B>(
     if h2 {
         activity.h2.store(true, Ordering::Relaxed);
     }
-    let service = ConnService { inner: service, activity: activity.clone() };
+    let stats = io._slot.stats.clone();
+    let deadline =
+        limits.body_timeout.map(|after| BodyDeadline { after, expired: stats.body_timeouts.clone() });
+    let service = ConnService { inner: service, activity: activity.clone(), deadline };
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
     let mut phase = Phase::Running;
@@ -539,6 +574,7 @@ async fn drive<I, S, B>(
             Event::Timer => match watchdog.verdict(&activity, Instant::now(), limits) {
                 Verdict::Fine => {}
                 Verdict::HeaderTimeout => {
+                    stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "request head not received in time; closing");
                     return;
                 }
@@ -788,18 +824,21 @@ impl<I: AsyncWrite> AsyncWrite for Tracked<I> {
 struct ConnService<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// The listener's request body deadline.
+    deadline: Option<BodyDeadline>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible> + Clone,
 {
     type Response = Response<ConnBody<B>>;
     type Error = Infallible;
-    type Future = ConnFuture<tower::util::Oneshot<S, Request<Incoming>>>;
+    type Future = ConnFuture<tower::util::Oneshot<S, Request<ClientBody>>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.activity.request_started();
+        let req = req.map(|body| ClientBody::new(body, self.deadline.clone()));
         ConnFuture {
             inner: self.inner.clone().oneshot(req),
             guard: Some(RequestGuard(self.activity.clone())),

@@ -82,7 +82,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let request_id = req.headers().get(X_REQUEST_ID).cloned();
-        RescueFuture { inner: self.inner.call(req), request_id }
+        // HTTP/2 closes a stream, never the connection, for one request.
+        let h1 = req.version() <= http::Version::HTTP_11;
+        RescueFuture { inner: self.inner.call(req), request_id, h1 }
     }
 }
 
@@ -91,6 +93,7 @@ pin_project! {
         #[pin]
         inner: F,
         request_id: Option<HeaderValue>,
+        h1: bool,
     }
 }
 
@@ -105,7 +108,13 @@ where
         let this = self.project();
         let mut resp = match ready!(this.inner.poll(cx)) {
             Ok(resp) => resp,
-            Err(err) => render(&err, this.request_id.as_ref()),
+            Err(err) => {
+                let mut resp = render(&err, this.request_id.as_ref());
+                if *this.h1 && err.closes_connection() {
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
         };
         if let Some(id) = this.request_id.take() {
             if let http::header::Entry::Vacant(slot) = resp.headers_mut().entry(X_REQUEST_ID) {

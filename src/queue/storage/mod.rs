@@ -155,6 +155,8 @@ pub enum StorageError {
     TooManyInFlight(usize),
     #[error("storage failure: {0}")]
     Failed(String),
+    #[error("another gatehouse process is using the queue store in `{}` (it holds `{}` locked); stop it, or give this one another `storage.path`", .0.display(), .0.join(sqlite::LOCK_FILE).display())]
+    Locked(std::path::PathBuf),
 }
 
 /// A durable queue backend. See the module documentation for the

@@ -227,13 +227,42 @@ pub struct SqliteStorage {
     events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Event>>>,
     salt: u64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The directory's lock file, held while the store is open.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+/// The file in a store's directory that one process at a time holds locked.
+pub const LOCK_FILE: &str = "gatehouse.lock";
+
+/// Takes the store directory's exclusive lock (`flock`), so that a second
+/// process on the same directory stops at start instead of sharing the
+/// database and delivering messages twice. The kernel releases it when the
+/// process ends, however it ends; the file itself is left in place.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StorageError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::Failed(format!("cannot open `{}`: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StorageError::Failed(format!("cannot lock `{}`: {e}", path.display())))
+        }
+    }
 }
 
 impl SqliteStorage {
     /// Opens (or creates) the store in `opts.dir` and starts its writer.
+    /// Fails with [`StorageError::Locked`] while another store (in this
+    /// process or another) has the directory open.
     pub fn open(opts: &SqliteOptions) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&opts.dir)
             .map_err(|e| StorageError::Failed(format!("cannot create `{}`: {e}", opts.dir.display())))?;
+        let lock = lock_dir(&opts.dir)?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let writer = Writer::open(&opts.dir.join("queues.db"), opts, events_tx)?;
         let salt = writer.salt;
@@ -247,6 +276,7 @@ impl SqliteStorage {
             events: Mutex::new(Some(events_rx)),
             salt,
             thread: Mutex::new(Some(thread)),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -269,6 +299,8 @@ impl SqliteStorage {
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
+        // The database is closed: another store may open the directory.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
