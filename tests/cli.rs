@@ -227,3 +227,60 @@ async fn the_access_log_names_the_upstream_target_that_answered() {
     assert_eq!(access["status"], 200);
     assert_eq!(access["upstream"], upstream.url.as_str());
 }
+
+/// A port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_store_or_port_refuses_to_start_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, aws) = (free_port(), free_port());
+    let yaml = |storage: &str| {
+        format!(
+            "listen: {{ gateway: {{ bind: \"127.0.0.1:{gateway}\" }}, admin: off, aws: {{ bind: \"127.0.0.1:{aws}\" }} }}\n\
+             log: {{ format: json }}\nstorage: {{ path: {storage} }}\nqueues: {{ jobs: {{}} }}\n\
+             routes:\n  - {{ name: v, path: /v, respond: {{ body: first }} }}\n"
+        )
+    };
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, yaml("./data")).unwrap();
+    let mut first = Serving::start(&file);
+    let started = first.next_log().await;
+    assert_eq!(started["addr"], format!("127.0.0.1:{gateway}"), "{started}");
+
+    // The same config: the store is locked.
+    let o = run(&["serve", "-c", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(stderr(&o).contains("another gatehouse process is using the queue store"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("gatehouse.lock"), "{}", stderr(&o));
+
+    // Another store, the same ports: the address is in use.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(&other, yaml("./other-data")).unwrap();
+    let o = run(&["serve", "-c", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cannot listen on 127.0.0.1:{gateway}: the address is already in use")),
+        "{}",
+        stderr(&o)
+    );
+
+    // The first one still has every connection.
+    let http = client();
+    for _ in 0..8 {
+        let r = http.get(format!("http://127.0.0.1:{gateway}/v")).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "first");
+    }
+    signal(first.child.id().unwrap(), "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), first.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+
+    // Once it is gone, the store and the ports are free again.
+    let mut again = Serving::start(&file);
+    assert_eq!(again.next_log().await["addr"], format!("127.0.0.1:{gateway}"));
+    signal(again.child.id().unwrap(), "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), again.child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+}

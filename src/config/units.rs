@@ -81,7 +81,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, per) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms != 0 && ms % per == 0 {
+        if ms != 0 && ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }
@@ -91,7 +91,7 @@ pub fn format_duration(d: Duration) -> String {
 /// Renders a byte size with the largest binary unit that divides it.
 pub fn format_size(n: u64) -> String {
     for (unit, per) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n != 0 && n % per == 0 {
+        if n != 0 && n.is_multiple_of(per) {
             return format!("{}{unit}", n / per);
         }
     }
