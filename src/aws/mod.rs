@@ -135,7 +135,13 @@ fn render_failure(protocol: Protocol, f: &Failure, request_id: &str) -> Response
 }
 
 impl<S: Storage> AwsService<S> {
-    async fn handle(self, req: Request<ClientBody>) -> Response<GatewayBody> {
+    /// Answers one request: decode, check the signature, apply, encode.
+    /// (The tower service for listeners; also what the fuzz target drives.)
+    pub async fn answer<B>(self, req: Request<B>) -> Response<GatewayBody>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let rid = request_id();
         let (parts, body) = req.into_parts();
         let protocol =
@@ -331,6 +337,6 @@ impl<S: Storage> Service<Request<ClientBody>> for AwsService<S> {
 
     fn call(&mut self, req: Request<ClientBody>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(async move { Ok(this.answer(req).await) })
     }
 }

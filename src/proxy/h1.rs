@@ -150,23 +150,9 @@ impl Conn {
             let head = loop {
                 // Parsed in a statement of its own, so that no temporary of
                 // the parse lives across the read below (and in the state).
-                let parsed = parse_head(&mut self.buf, &mut self.fields)?;
+                let parsed = next_head(&mut self.buf, &mut self.fields, &mut informed)?;
                 if let Some(head) = parsed {
-                    if !head.parts.status.is_informational() {
-                        break head;
-                    }
-                    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
-                    }
-                    // 100 Continue, 103 Early Hints: the answer follows.
-                    informed = true;
-                    continue;
-                }
-                if self.buf.len() > MAX_HEAD {
-                    return Err(ExchangeError::Broken(format!(
-                        "response head larger than {} KiB",
-                        MAX_HEAD / 1024
-                    )));
+                    break head;
                 }
                 let nothing_yet = self.buf.is_empty() && !informed;
                 let n = match self.fill().await {
@@ -233,6 +219,88 @@ impl Conn {
             self.read_size = READ_MIN;
             self.since = Instant::now();
             home.pool.put_own(self, home.max_idle);
+        }
+    }
+}
+
+/// The final response head at the front of `buf`, consuming it and any
+/// informational (1xx) heads before it; `None` until it has all arrived.
+fn next_head(
+    buf: &mut BytesMut,
+    fields: &mut Vec<(HeaderName, Range<usize>)>,
+    informed: &mut bool,
+) -> Result<Option<Head>, ExchangeError> {
+    while let Some(head) = parse_head(buf, fields)? {
+        if !head.parts.status.is_informational() {
+            return Ok(Some(head));
+        }
+        if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(ExchangeError::Broken("upstream switched protocols unasked".into()));
+        }
+        // 100 Continue, 103 Early Hints: the answer follows.
+        *informed = true;
+    }
+    if buf.len() > MAX_HEAD {
+        return Err(ExchangeError::Broken(format!("response head larger than {} KiB", MAX_HEAD / 1024)));
+    }
+    Ok(None)
+}
+
+/// What the bytes at the front of a connection's buffer give of a body.
+enum Piece {
+    Data(Bytes),
+    End,
+    NeedMore,
+}
+
+/// Takes the next piece of a body framed by `framing` from `buf`.
+fn next_piece(framing: &mut Framing, buf: &mut BytesMut) -> Result<Piece, BodyError> {
+    Ok(match framing {
+        Framing::Empty | Framing::Length(0) => Piece::End,
+        Framing::Length(left) if !buf.is_empty() => {
+            let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+            *left -= take as u64;
+            Piece::Data(buf.split_to(take).freeze())
+        }
+        Framing::Chunked(decoder) => match decoder.step(buf)? {
+            chunked::Step::Data(data) => Piece::Data(data),
+            chunked::Step::Done => Piece::End,
+            chunked::Step::NeedMore => Piece::NeedMore,
+        },
+        Framing::UntilClose if !buf.is_empty() => Piece::Data(buf.split().freeze()),
+        Framing::Length(_) | Framing::UntilClose => Piece::NeedMore,
+    })
+}
+
+/// What the end of the connection means for a body still being read: its
+/// end if it runs until close, otherwise a truncation.
+fn at_close(framing: &Framing) -> Result<(), BodyError> {
+    match framing {
+        Framing::UntilClose => Ok(()),
+        _ => Err(BodyError::Truncated),
+    }
+}
+
+/// Reads a whole response to a `method` request from `wire`, the bytes an
+/// upstream sent before closing, exactly as an exchange would: the status
+/// and the body, or why the answer is refused. (The fuzz target compares
+/// this with hyper's client.)
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+pub(crate) fn read_whole_response(method: &Method, wire: &[u8]) -> Result<(StatusCode, Vec<u8>), String> {
+    let mut buf = BytesMut::from(wire);
+    let head = next_head(&mut buf, &mut Vec::new(), &mut false)
+        .map_err(|e| format!("{e:?}"))?
+        .ok_or("the connection closed in the response head")?;
+    let mut framing = framing(method, head.parts.status, &head.body);
+    let mut body = Vec::new();
+    loop {
+        match next_piece(&mut framing, &mut buf).map_err(|e| e.to_string())? {
+            Piece::Data(data) => body.extend_from_slice(&data),
+            Piece::End => return Ok((head.parts.status, body)),
+            Piece::NeedMore => {
+                at_close(&framing).map_err(|e| e.to_string())?;
+                return Ok((head.parts.status, body));
+            }
         }
     }
 }
@@ -434,28 +502,14 @@ impl Reading {
     /// The next piece of the body, `None` at its end.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         loop {
-            let buf = &mut self.conn.buf;
-            match &mut self.framing {
-                Framing::Empty | Framing::Length(0) => return Poll::Ready(None),
-                Framing::Length(left) if !buf.is_empty() => {
-                    let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
-                    *left -= take as u64;
-                    return Poll::Ready(Some(Ok(buf.split_to(take).freeze())));
-                }
-                Framing::Chunked(decoder) => match decoder.step(buf)? {
-                    chunked::Step::Data(data) => return Poll::Ready(Some(Ok(data))),
-                    chunked::Step::Done => return Poll::Ready(None),
-                    chunked::Step::NeedMore => {}
-                },
-                Framing::UntilClose if !buf.is_empty() => return Poll::Ready(Some(Ok(buf.split().freeze()))),
-                Framing::Length(_) | Framing::UntilClose => {}
+            match next_piece(&mut self.framing, &mut self.conn.buf)? {
+                Piece::Data(data) => return Poll::Ready(Some(Ok(data))),
+                Piece::End => return Poll::Ready(None),
+                Piece::NeedMore => {}
             }
             let n = std::task::ready!(self.conn.poll_fill(cx))?;
             if n == 0 {
-                return match self.framing {
-                    Framing::UntilClose => Poll::Ready(None),
-                    _ => Poll::Ready(Some(Err(BodyError::Truncated))),
-                };
+                return Poll::Ready(at_close(&self.framing).err().map(Err));
             }
         }
     }
@@ -597,6 +651,27 @@ mod tests {
         assert!(
             matches!(both, Err(ExchangeError::Broken(_))),
             "a head with both framings is refused (RFC 9112 §6.3)"
+        );
+    }
+
+    #[test]
+    fn whole_responses_read_as_an_exchange_reads_them() {
+        let read = |wire: &str| read_whole_response(&Method::GET, wire.as_bytes());
+        let ok =
+            |status: u16, body: &str| Ok((StatusCode::from_u16(status).unwrap(), body.as_bytes().to_vec()));
+        assert_eq!(read("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"), ok(200, "hi"));
+        assert_eq!(read("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n\r\nrest"), ok(201, "rest"));
+        assert_eq!(
+            read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"),
+            ok(200, "hi")
+        );
+        assert!(read("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi").is_err());
+        assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi").is_err());
+        assert!(read("HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
+        assert!(read("HTTP/1.1 200 OK\r\nContent-Length: 2").is_err());
+        assert_eq!(
+            read_whole_response(&Method::HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+            ok(200, "")
         );
     }
 

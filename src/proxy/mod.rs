@@ -126,6 +126,15 @@ impl HttpError for ProxyError {
     }
 }
 
+/// Reads a whole upstream response to a `method` request from `wire` with
+/// gatehouse's own HTTP/1.1 exchange: the status and body, or why it is
+/// refused. For the differential fuzz target (`fuzz/`), not the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn read_whole_response(method: &Method, wire: &[u8]) -> Result<(StatusCode, Vec<u8>), String> {
+    h1::read_whole_response(method, wire)
+}
+
 /// The declared length of a request body, if any.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
