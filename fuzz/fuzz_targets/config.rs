@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
     match gatehouse::config::Config::parse(Path::new("/nonexistent/fuzz.yaml"), text, &env) {
         Ok(config) => {
             // Deterministic: the same text gives the same config.
-            let again = gatehouse::config::Config::parse(Path::new("/nonexistent/fuzz.yaml"), text, &env).unwrap();
+            let again =
+                gatehouse::config::Config::parse(Path::new("/nonexistent/fuzz.yaml"), text, &env).unwrap();
             assert_eq!(config.routes, again.routes);
             assert_eq!(config.listen, again.listen);
         }

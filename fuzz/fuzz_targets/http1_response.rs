@@ -12,7 +12,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_current_thread().build().unwrap());
@@ -31,35 +31,85 @@ fuzz_target!(|wire: &[u8]| {
 });
 
 /// Answers gatehouse refuses although hyper's client reads them, on
-/// purpose: both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.3:
-/// "ought to be handled as an error"; hyper lets the chunks win, and the
-/// length left behind once truncated answers on their way to the client).
+/// purpose:
+/// - both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.3: "ought
+///   to be handled as an error"; hyper lets the chunks win, and the length
+///   left behind once truncated answers on their way to the client);
+/// - a framing header (`Content-Length`, `Transfer-Encoding`) whose value
+///   is not text: hyper reads an unreadable `Transfer-Encoding` as "not
+///   chunked" and the body as running to the close; an obfuscated framing
+///   header is a smuggling attempt, not an answer to pass on;
+/// - `101 Switching Protocols` to a request that asked for no upgrade
+///   (hyper hands it over as a response; the proxy answers 502, on either
+///   path, rather than tunnel past route matching).
 fn stricter_on_purpose(wire: &[u8]) -> bool {
-    let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(wire.len());
-    let head = String::from_utf8_lossy(&wire[..head_end]).to_ascii_lowercase();
-    let has = |name: &str| head.lines().skip(1).any(|l| l.split(':').next().is_some_and(|n| n == name));
-    has("content-length") && has("transfer-encoding")
+    // Each head in turn: informational ones, then the final one.
+    let mut rest = wire;
+    loop {
+        let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(rest.len());
+        let head = &rest[..head_end];
+        let status = head.get(9..12);
+        if status == Some(b"101".as_slice()) || framing_is_suspect(head) {
+            return true;
+        }
+        if !status.is_some_and(|s| s[0] == b'1') || head_end == rest.len() {
+            return false;
+        }
+        rest = &rest[head_end + 4..];
+    }
+}
+
+/// Both framing headers, or one whose value is not text.
+fn framing_is_suspect(head: &[u8]) -> bool {
+    let framing: Vec<(String, &[u8])> = head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = String::from_utf8_lossy(&line[..colon]).trim().to_ascii_lowercase();
+            (name == "content-length" || name == "transfer-encoding").then(|| (name, &line[colon + 1..]))
+        })
+        .collect();
+    let has = |name: &str| framing.iter().any(|(n, _)| n == name);
+    let garbled = framing.iter().any(|(_, value)| std::str::from_utf8(value).is_err());
+    (has("content-length") && has("transfer-encoding")) || garbled
 }
 
 async fn hyper_reads(wire: &[u8]) -> Result<(StatusCode, Vec<u8>), String> {
     let (client, mut server) = tokio::io::duplex(1 << 20);
-    server.write_all(wire).await.map_err(|e| e.to_string())?;
-    // The upstream closes its side after answering; it still takes the request.
-    server.shutdown().await.map_err(|e| e.to_string())?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(client)).await.map_err(|e| e.to_string())?;
-    let exchange = async move {
-        let req = Request::get("/").header("host", "upstream").body(Empty::<Bytes>::new()).unwrap();
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((status, body.to_vec()))
+    // The upstream: reads the request head, answers with `wire`, closes its
+    // side (and stays, so the buffered answer is read to its end).
+    let upstream = async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match server.read(&mut buf).await {
+                Ok(0) | Err(_) => return server,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = server.write_all(wire).await;
+        let _ = server.shutdown().await;
+        server
     };
-    let mut exchange = std::pin::pin!(exchange);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        biased;
-        result = &mut exchange => result,
-        _ = &mut conn => exchange.await,
-    }
+    let client = async move {
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(client)).await.map_err(|e| e.to_string())?;
+        let exchange = async move {
+            let req = Request::get("/").header("host", "upstream").body(Empty::<Bytes>::new()).unwrap();
+            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok((status, body.to_vec()))
+        };
+        let mut exchange = std::pin::pin!(exchange);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            biased;
+            result = &mut exchange => result,
+            _ = &mut conn => exchange.await,
+        }
+    };
+    let (_server, result) = tokio::join!(upstream, client);
+    result
 }

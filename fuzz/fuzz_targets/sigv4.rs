@@ -17,12 +17,20 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { continue };
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.trim())) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.trim()))
+        {
             headers.append(n, v);
         }
     }
     let creds = Credentials::new([("AKIDEXAMPLE".to_string(), "secret".to_string())]);
-    let req = Signed { method, path, query, headers: &headers, authority: Some("sqs.example"), body: body.as_bytes() };
+    let req = Signed {
+        method,
+        path,
+        query,
+        headers: &headers,
+        authority: Some("sqs.example"),
+        body: body.as_bytes(),
+    };
     // 2015-08-30T12:36:00Z, the date of the AWS documentation's examples.
     let now = 1_440_938_160;
     let first = verify(&req, &creds, now);

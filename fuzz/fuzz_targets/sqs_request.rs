@@ -18,11 +18,29 @@ use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 
 const ACTIONS: &[&str] = &[
-    "CreateQueue", "GetQueueUrl", "ListQueues", "DeleteQueue", "PurgeQueue", "GetQueueAttributes",
-    "SetQueueAttributes", "TagQueue", "UntagQueue", "ListQueueTags", "SendMessage", "SendMessageBatch",
-    "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch", "ChangeMessageVisibility",
-    "ChangeMessageVisibilityBatch", "ListDeadLetterSourceQueues", "StartMessageMoveTask",
-    "ListMessageMoveTasks", "CancelMessageMoveTask", "AddPermission", "Unknown",
+    "CreateQueue",
+    "GetQueueUrl",
+    "ListQueues",
+    "DeleteQueue",
+    "PurgeQueue",
+    "GetQueueAttributes",
+    "SetQueueAttributes",
+    "TagQueue",
+    "UntagQueue",
+    "ListQueueTags",
+    "SendMessage",
+    "SendMessageBatch",
+    "ReceiveMessage",
+    "DeleteMessage",
+    "DeleteMessageBatch",
+    "ChangeMessageVisibility",
+    "ChangeMessageVisibilityBatch",
+    "ListDeadLetterSourceQueues",
+    "StartMessageMoveTask",
+    "ListMessageMoveTasks",
+    "CancelMessageMoveTask",
+    "AddPermission",
+    "Unknown",
 ];
 
 struct Fixture {
@@ -34,13 +52,22 @@ struct Fixture {
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let opts = SqliteOptions { dir: dir.path().to_owned(), sync: SyncMode::Normal, cache_mib: 16, checkpoint_mib: 16 };
+    let opts = SqliteOptions {
+        dir: dir.path().to_owned(),
+        sync: SyncMode::Normal,
+        cache_mib: 16,
+        checkpoint_mib: 16,
+    };
     let storage = SqliteStorage::open(&opts).unwrap();
     let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
-    let engine: Arc<QueueEngine<SqliteStorage>> = runtime.block_on(QueueEngine::start(storage, account)).unwrap();
+    let engine: Arc<QueueEngine<SqliteStorage>> =
+        runtime.block_on(QueueEngine::start(storage, account)).unwrap();
     let service = AwsService::new(engine, None);
     let fixture = Fixture { runtime, service, _dir: dir };
-    for body in ["Action=CreateQueue&QueueName=q", "Action=CreateQueue&QueueName=q.fifo&Attribute.1.Name=FifoQueue&Attribute.1.Value=true"] {
+    for body in [
+        "Action=CreateQueue&QueueName=q",
+        "Action=CreateQueue&QueueName=q.fifo&Attribute.1.Name=FifoQueue&Attribute.1.Value=true",
+    ] {
         let (status, _) = fixture.answer(true, None, body.as_bytes().to_vec());
         assert_eq!(status, 200);
     }

@@ -47,7 +47,11 @@ enum State {
         size: u64,
         digits: u32,
     },
-    /// After the size: whitespace or `;name=value` extensions up to CR.
+    /// Whitespace after the size: more of it, `;` or CR may follow.
+    SizeWs {
+        size: u64,
+    },
+    /// In `;name=value` extensions, up to CR.
     Extension {
         size: u64,
     },
@@ -64,7 +68,9 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or of the final empty line).
     TrailerStart,
-    TrailerLine,
+    /// In a trailer field's name, then (after `:`) its value.
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     /// After the final empty line's CR.
     EndLf,
@@ -118,13 +124,9 @@ impl Decoder {
                     State::Size { size: size << 4 | u64::from(v), digits: digits + 1 }
                 }
                 (None, 0) => return Err(Invalid("chunk size missing")),
-                (None, _) if b == b'\r' => State::SizeLf { size },
-                (None, _) if b == b';' || b == b' ' || b == b'\t' => {
-                    self.counted = 1;
-                    State::Extension { size }
-                }
-                (None, _) => return Err(Invalid("chunk size is not hexadecimal")),
+                (None, _) => self.after_size(size, b)?,
             },
+            State::SizeWs { size } => self.after_size(size, b)?,
             State::Extension { size } => {
                 self.counted += 1;
                 if self.counted > MAX_EXTENSION {
@@ -145,19 +147,18 @@ impl Decoder {
                 _ => return Err(Invalid("chunk size line not ended by CRLF")),
             },
             State::DataCr if b == b'\r' => State::DataLf,
-            State::DataLf if b == b'\n' => State::Size { size: 0, digits: 0 },
+            State::DataLf if b == b'\n' => {
+                self.counted = 0;
+                State::Size { size: 0, digits: 0 }
+            }
             State::DataCr | State::DataLf => return Err(Invalid("chunk data not followed by CRLF")),
             State::TrailerStart if b == b'\r' => State::EndLf,
-            State::TrailerStart | State::TrailerLine => {
+            State::TrailerStart | State::TrailerName | State::TrailerValue => {
                 self.counted += 1;
                 if self.counted > MAX_TRAILERS {
                     return Err(Invalid("trailers too long"));
                 }
-                match b {
-                    b'\r' => State::TrailerLf,
-                    b'\n' => return Err(Invalid("bare LF in trailers")),
-                    _ => State::TrailerLine,
-                }
+                self.trailer_byte(b)?
             }
             State::TrailerLf if b == b'\n' => State::TrailerStart,
             State::EndLf if b == b'\n' => State::Done,
@@ -166,6 +167,52 @@ impl Decoder {
         };
         Ok(())
     }
+}
+
+impl Decoder {
+    /// A byte after a chunk size's digits: `BWS` then `;` extensions or the
+    /// line's end (RFC 9112 §7.1.1); anything else is not a chunk size.
+    fn after_size(&mut self, size: u64, b: u8) -> Result<State, ChunkedError> {
+        Ok(match b {
+            b'\r' => State::SizeLf { size },
+            b' ' | b'\t' => {
+                self.counted += 1;
+                if self.counted > MAX_EXTENSION {
+                    return Err(ChunkedError::Invalid("chunk extension too long"));
+                }
+                State::SizeWs { size }
+            }
+            b';' => {
+                self.counted += 1;
+                State::Extension { size }
+            }
+            _ => return Err(ChunkedError::Invalid("chunk size is not hexadecimal")),
+        })
+    }
+
+    /// A byte of a trailer field line (RFC 9112 §7.1.2: a field line, as in
+    /// a head: a token name, `:`, a value without control characters).
+    fn trailer_byte(&self, b: u8) -> Result<State, ChunkedError> {
+        use ChunkedError::Invalid;
+        Ok(match (self.state, b) {
+            (State::TrailerStart | State::TrailerName, b) if is_tchar(b) => State::TrailerName,
+            (State::TrailerName, b':') => State::TrailerValue,
+            (State::TrailerStart | State::TrailerName, _) => {
+                return Err(Invalid("invalid trailer field name"))
+            }
+            (_, b'\r') => State::TrailerLf,
+            (_, b'\n') => return Err(Invalid("bare LF in trailers")),
+            (_, b) if (b < 0x20 && b != b'\t') || b == 0x7f => {
+                return Err(Invalid("control character in a trailer value"))
+            }
+            _ => State::TrailerValue,
+        })
+    }
+}
+
+/// A character of a token (RFC 9110 §5.6.2), which field names are.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -216,7 +263,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_framing() {
-        let bad: [&[u8]; 7] = [
+        let bad: [&[u8]; 13] = [
             b"\r\n",
             b"x\r\n",
             b"-1\r\n",
@@ -224,6 +271,14 @@ mod tests {
             b"4\r\nWikiX\r\n0\r\n\r\n",
             b"0\r\n\n",
             b"4;a\nb\r\nWiki\r\n0\r\n\r\n",
+            // Trailers are field lines: a name, a colon, a clean value.
+            b"0\r\nhello\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nx y: v\r\n\r\n",
+            b"0\r\nx: a\x01b\r\n\r\n",
+            // Only whitespace, `;` or CR may follow a size.
+            b"0 OK\r\n\r\n",
+            b"4 x\r\nWiki\r\n0\r\n\r\n",
         ];
         for wire in bad {
             assert!(

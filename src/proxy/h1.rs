@@ -371,6 +371,10 @@ fn parse_head(
     if body.chunked_last.is_some() && body.length.is_some() {
         return Err(broken("the response has both Content-Length and Transfer-Encoding".into()));
     }
+    // HTTP/1.0 has no transfer codings: such framing is faulty (RFC 9112 §6.1).
+    if body.chunked_last.is_some() && version == Version::HTTP_10 {
+        return Err(broken("an HTTP/1.0 response with Transfer-Encoding".into()));
+    }
     let keep_alive = match version {
         Version::HTTP_11 => !connection.0,
         _ => connection.1 && body.chunked_last.is_none(),
@@ -669,6 +673,9 @@ mod tests {
         assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi").is_err());
         assert!(read("HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
         assert!(read("HTTP/1.1 200 OK\r\nContent-Length: 2").is_err());
+        // Found by the differential fuzz target (fuzz/fuzz_targets/http1_response.rs).
+        assert!(read("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0;trailer: 1\r\n\r\n").is_err());
+        assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nhello\r\n0\r\n\r\n").is_err());
         assert_eq!(
             read_whole_response(&Method::HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
             ok(200, "")
