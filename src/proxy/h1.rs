@@ -347,7 +347,7 @@ fn parse_head(
             if name == header::CONTENT_LENGTH {
                 body.content_length(value)?;
             } else if name == header::TRANSFER_ENCODING {
-                body.transfer_encoding(value);
+                body.transfer_encoding(value)?;
             } else {
                 for token in value.split(',').map(str::trim) {
                     connection.0 |= token.eq_ignore_ascii_case("close");
@@ -397,13 +397,21 @@ struct BodyHeaders {
 }
 
 impl BodyHeaders {
-    fn transfer_encoding(&mut self, value: &str) {
-        let last = value.split(',').map(str::trim).rfind(|c| !c.is_empty());
-        match (last, self.chunked_last) {
-            (Some(c), _) => self.chunked_last = Some(c.eq_ignore_ascii_case("chunked")),
-            (None, None) => self.chunked_last = Some(false),
-            (None, Some(_)) => {}
+    /// One `Transfer-Encoding` value. Empty list elements (`chunked,`) are
+    /// refused rather than skipped: readers disagree on whether such a body
+    /// is chunked, and that disagreement is what smuggling feeds on.
+    fn transfer_encoding(&mut self, value: &str) -> Result<(), ExchangeError> {
+        let mut last = None;
+        for coding in value.split(',').map(str::trim) {
+            if coding.is_empty() {
+                return Err(ExchangeError::Broken(format!("ambiguous Transfer-Encoding {value:?}")));
+            }
+            last = Some(coding);
         }
+        if let Some(c) = last {
+            self.chunked_last = Some(c.eq_ignore_ascii_case("chunked"));
+        }
+        Ok(())
     }
 
     /// One `Content-Length` value (a list of equal numbers is accepted).
@@ -676,6 +684,8 @@ mod tests {
         // Found by the differential fuzz target (fuzz/fuzz_targets/http1_response.rs).
         assert!(read("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0;trailer: 1\r\n\r\n").is_err());
         assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nhello\r\n0\r\n\r\n").is_err());
+        assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n").is_err());
+        assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n").is_err());
         assert_eq!(
             read_whole_response(&Method::HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
             ok(200, "")
