@@ -37,9 +37,11 @@ fuzz_target!(|wire: &[u8]| {
 ///   left behind once truncated answers on their way to the client);
 /// - a framing header (`Content-Length`, `Transfer-Encoding`) whose value
 ///   is not text, or a `Transfer-Encoding` list with an empty element
-///   (`chunked,`): hyper reads such a `Transfer-Encoding` as "not chunked"
-///   and the body as running to the close; an obfuscated framing header is
-///   a smuggling attempt, not an answer to pass on;
+///   (`chunked,`), or a `Content-Length` that is not one number: hyper
+///   reads such a `Transfer-Encoding` as "not chunked" and the body as
+///   running to the close, and ignores the length of a 204 or 304;
+///   an obfuscated framing header is a smuggling attempt, not an answer to
+///   pass on;
 /// - `101 Switching Protocols` to a request that asked for no upgrade
 ///   (hyper hands it over as a response; the proxy answers 502, on either
 ///   path, rather than tunnel past route matching);
@@ -51,8 +53,10 @@ fn stricter_on_purpose(wire: &[u8], our_error: &str) -> bool {
     if our_error.contains("trailer") {
         return true;
     }
-    // Each head in turn: informational ones, then the final one.
-    let mut rest = wire;
+    // Each head in turn: informational ones, then the final one (empty
+    // lines before a head are skipped, by both readers).
+    let skip = wire.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(wire.len());
+    let mut rest = &wire[skip..];
     loop {
         let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(rest.len());
         let head = &rest[..head_end];
@@ -64,6 +68,8 @@ fn stricter_on_purpose(wire: &[u8], our_error: &str) -> bool {
             return false;
         }
         rest = &rest[head_end + 4..];
+        let skip = rest.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(rest.len());
+        rest = &rest[skip..];
     }
 }
 
@@ -81,7 +87,11 @@ fn framing_is_suspect(head: &[u8]) -> bool {
     let has = |name: &str| framing.iter().any(|(n, _)| n == name);
     let garbled = framing.iter().any(|(name, value)| match std::str::from_utf8(value) {
         Err(_) => true,
-        Ok(text) => name == "transfer-encoding" && text.split(',').any(|c| c.trim().is_empty()),
+        Ok(text) if name == "transfer-encoding" => text.split(',').any(|c| c.trim().is_empty()),
+        Ok(text) => {
+            let items: Vec<&str> = text.split(',').map(str::trim).collect();
+            !items.iter().all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) && *i == items[0])
+        }
     });
     (has("content-length") && has("transfer-encoding")) || garbled
 }

@@ -61,9 +61,12 @@ pub mod defaults {
     pub const RETRY_BUFFER: u64 = 64 * 1024;
     pub const MAX_BODY: u64 = 10 * 1024 * 1024;
 
-    /// One data-plane worker per core.
+    /// One data-plane worker per core. Asked once per process: the answer
+    /// reads cgroup files, and every config decoded (reloads, `check`)
+    /// would read them again.
     pub fn workers() -> usize {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 
