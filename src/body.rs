@@ -100,6 +100,25 @@ pin_project! {
         // Whether the timer's deadline is for the current wait.
         armed: bool,
         timed_out: bool,
+        // Shared with whoever asked to watch (see `ClientBody::watch`).
+        progress: Option<std::sync::Arc<BodyProgress>>,
+    }
+}
+
+/// Whether a request body is waiting on its client, for a deadline that is
+/// not the body's own (a route's timeout) to tell who made it pass.
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    waiting: std::sync::atomic::AtomicBool,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl BodyProgress {
+    /// The body is not complete and its last read found nothing: the client
+    /// is the one being waited for.
+    pub fn waiting_on_client(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.waiting.load(Relaxed) && !self.ended.load(Relaxed)
     }
 }
 
@@ -132,7 +151,13 @@ impl crate::error::HttpError for BodyTimeout {
 
 impl ClientBody {
     pub fn new(inner: hyper::body::Incoming, deadline: Option<BodyDeadline>) -> Self {
-        Self { inner, deadline, timer: None, armed: false, timed_out: false }
+        Self { inner, deadline, timer: None, armed: false, timed_out: false, progress: None }
+    }
+
+    /// A handle that tells, while the body is read elsewhere, whether it is
+    /// waiting on the client.
+    pub fn watch(&mut self) -> std::sync::Arc<BodyProgress> {
+        self.progress.get_or_insert_with(Default::default).clone()
     }
 }
 
@@ -148,7 +173,15 @@ impl Body for ClientBody {
         if *this.timed_out {
             return Poll::Ready(None);
         }
-        match this.inner.poll_frame(cx) {
+        let polled = this.inner.poll_frame(cx);
+        if let Some(p) = this.progress.as_ref() {
+            use std::sync::atomic::Ordering::Relaxed;
+            p.waiting.store(polled.is_pending(), Relaxed);
+            if matches!(polled, Poll::Ready(None)) {
+                p.ended.store(true, Relaxed);
+            }
+        }
+        match polled {
             Poll::Ready(frame) => {
                 *this.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))

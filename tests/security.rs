@@ -533,3 +533,25 @@ async fn upstream_answers_the_fuzzer_found_are_refused() {
     }
     assert_eq!(http.get(format!("{}/fine", gw.url)).send().await.unwrap().text().await.unwrap(), "ok");
 }
+
+#[tokio::test]
+async fn a_route_timeout_that_passes_while_the_client_holds_back_its_body_blames_the_client() {
+    let up = RawUpstream::start(ok).await;
+    // The body deadline (30s by default) is longer than the route's timeout.
+    let upstreams = format!(
+        "  buffered: {{ targets: [\"http://{0}\"], timeout: 400ms }}\n  streamed: {{ targets: [\"http://{0}\"], timeout: 400ms, retries: {{ max: 0 }} }}",
+        up.addr
+    );
+    let routes = "  - { name: b, path: /buffered, upstream: buffered }\n  - { name: s, path: /streamed, upstream: streamed }";
+    let gw = Gateway::start(&config(&upstreams, routes)).await;
+    for path in ["/buffered", "/streamed"] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let a = read_answer(&mut s).await;
+        assert_eq!(a.status, 408, "{path}: {}", a.head);
+        let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(body["error"], "body_timeout", "{path}");
+        assert!(closed(&mut s).await, "{path}: the connection stayed open");
+    }
+}

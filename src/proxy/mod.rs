@@ -84,6 +84,8 @@ pub enum ProxyError {
     ClientBody(String),
     #[error("{0}")]
     BodyTimeout(crate::body::BodyTimeout),
+    #[error("the client had not sent its whole request body when the route's timeout ({}) passed", crate::config::units::format_duration(*.after))]
+    BodyIncomplete { after: Duration },
 }
 
 impl ProxyError {
@@ -106,6 +108,7 @@ impl HttpError for ProxyError {
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout(t) => t.status(),
+            ProxyError::BodyIncomplete { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -118,11 +121,12 @@ impl HttpError for ProxyError {
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::ClientBody(_) => "bad_request_body",
             ProxyError::BodyTimeout(t) => t.code(),
+            ProxyError::BodyIncomplete { .. } => "body_timeout",
         }
     }
 
     fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::BodyTimeout(_))
+        matches!(self, ProxyError::BodyTimeout(_) | ProxyError::BodyIncomplete { .. })
     }
 }
 
@@ -160,11 +164,19 @@ impl Upstream {
             let forwarded_upgrade =
                 client_upgrade.as_ref().and_then(|_| template.headers.get(header::UPGRADE).cloned());
             let is_upgrade = client_upgrade.is_some();
+            // Watched only when there is a body: most requests have none.
+            let mut body = body;
+            let progress = (!body.is_end_stream()).then(|| body.watch());
             let attempt = self.send_with_retries(template, body, &opts, is_upgrade);
             let (mut resp, target, in_flight, mut lease) = match tokio::time::timeout(opts.timeout, attempt)
                 .await
             {
                 Ok(result) => result?,
+                // The upstream cannot answer a request it has not received:
+                // a client still holding back its body is the one to blame.
+                Err(_) if progress.is_some_and(|p| p.waiting_on_client()) => {
+                    return Err(ProxyError::BodyIncomplete { after: opts.timeout })
+                }
                 Err(_) => {
                     return Err(ProxyError::Timeout { upstream: self.name().clone(), after: opts.timeout })
                 }
