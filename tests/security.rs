@@ -95,6 +95,15 @@ struct Answer {
     body: Vec<u8>,
 }
 
+impl Answer {
+    /// Asserts a gatehouse error answer: its status and JSON `error` code.
+    fn assert_error(&self, status: u16, code: &str, context: &str) {
+        assert_eq!(self.status, status, "{context:?}: {}", self.head);
+        let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        assert_eq!(body["error"], code, "{context:?}");
+    }
+}
+
 async fn read_answer(s: &mut TcpStream) -> Answer {
     let mut seen = Vec::new();
     let mut buf = [0u8; 8192];
@@ -160,10 +169,7 @@ async fn requests_without_exactly_one_valid_host_get_400() {
         "GET /x HTTP/1.1\r\nHost: a.example\r\nhost: a.example\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
     ] {
-        let a = exchange(gw.addr, raw).await;
-        assert_eq!(a.status, 400, "{raw:?}: {}", a.head);
-        let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
-        assert_eq!(body["error"], "invalid_host", "{raw:?}");
+        exchange(gw.addr, raw).await.assert_error(400, "invalid_host", raw);
     }
     assert!(up.heads().is_empty(), "forwarded: {:?}", up.heads());
     // One Host, or HTTP/1.0 without any: forwarded.
@@ -289,10 +295,7 @@ async fn a_response_with_both_content_length_and_chunked_is_a_502_and_its_connec
         "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
         "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
     ] {
-        let a = exchange(gw.addr, raw).await;
-        assert_eq!(a.status, 502, "{raw:?}: {}", a.head);
-        let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
-        assert_eq!(body["error"], "upstream_failed");
+        exchange(gw.addr, raw).await.assert_error(502, "upstream_failed", raw);
     }
     // No connection was reused after such an answer.
     assert_eq!(up.heads().len(), 4);
@@ -548,10 +551,7 @@ async fn a_route_timeout_that_passes_while_the_client_holds_back_its_body_blames
         let mut s = TcpStream::connect(gw.addr).await.unwrap();
         let head = format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b");
         s.write_all(head.as_bytes()).await.unwrap();
-        let a = read_answer(&mut s).await;
-        assert_eq!(a.status, 408, "{path}: {}", a.head);
-        let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
-        assert_eq!(body["error"], "body_timeout", "{path}");
+        read_answer(&mut s).await.assert_error(408, "body_timeout", path);
         assert!(closed(&mut s).await, "{path}: the connection stayed open");
     }
 }

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -179,52 +179,37 @@ impl Collector for ListenerCollector {
                 }
             }
         }
-        {
-            let mut e = encoder.encode_descriptor(
-                "gatehouse_connections_accepted",
-                "Client connections accepted, by listener",
-                None,
-                MetricType::Counter,
-            )?;
+        let counters: [ListenerCounter; 4] = [
+            ("gatehouse_connections_accepted", "Client connections accepted, by listener", |s| &s.accepted),
+            (
+                "gatehouse_tls_handshake_failures",
+                "TLS handshakes that failed or timed out, by listener",
+                |s| &s.handshake_failures,
+            ),
+            (
+                "gatehouse_header_read_timeouts",
+                "Connections closed because a request head did not arrive within header_read_timeout, by listener",
+                |s| &s.header_timeouts,
+            ),
+            (
+                "gatehouse_request_body_timeouts",
+                "Requests whose body stalled longer than body_timeout (answered 408), by listener",
+                |s| &s.body_timeouts,
+            ),
+        ];
+        for (metric, help, counter) in counters {
+            let mut e = encoder.encode_descriptor(metric, help, None, MetricType::Counter)?;
             for (name, s) in &self.listeners {
-                ConstCounter::new(s.accepted.load(Ordering::Relaxed))
+                ConstCounter::new(counter(s).load(Ordering::Relaxed))
                     .encode(e.encode_family(&label(name))?)?;
             }
-        }
-        let mut e = encoder.encode_descriptor(
-            "gatehouse_tls_handshake_failures",
-            "TLS handshakes that failed or timed out, by listener",
-            None,
-            MetricType::Counter,
-        )?;
-        for (name, s) in &self.listeners {
-            ConstCounter::new(s.handshake_failures.load(Ordering::Relaxed))
-                .encode(e.encode_family(&label(name))?)?;
-        }
-        let mut e = encoder.encode_descriptor(
-            "gatehouse_header_read_timeouts",
-            "Connections closed because a request head did not arrive within header_read_timeout, by listener",
-            None,
-            MetricType::Counter,
-        )?;
-        for (name, s) in &self.listeners {
-            ConstCounter::new(s.header_timeouts.load(Ordering::Relaxed))
-                .encode(e.encode_family(&label(name))?)?;
-        }
-        let mut e = encoder.encode_descriptor(
-            "gatehouse_request_body_timeouts",
-            "Requests whose body stalled longer than body_timeout (answered 408), by listener",
-            None,
-            MetricType::Counter,
-        )?;
-        for (name, s) in &self.listeners {
-            ConstCounter::new(s.body_timeouts.load(Ordering::Relaxed))
-                .encode(e.encode_family(&label(name))?)?;
         }
         Ok(())
     }
 }
 
+/// A listener counter: metric name, help, and where `ListenerStats` keeps it.
+type ListenerCounter = (&'static str, &'static str, fn(&ListenerStats) -> &AtomicU64);
 type GaugeRow = (&'static str, &'static str, fn(&TargetSnapshot) -> i64);
 type CounterRow = (&'static str, &'static str, fn(&TargetSnapshot) -> u64);
 
