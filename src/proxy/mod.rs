@@ -182,7 +182,10 @@ impl Upstream {
                 }
             };
 
-            if resp.headers().contains_key(header::TRANSFER_ENCODING)
+            // (The own exchange refuses such answers while parsing them.)
+            let from_hyper = matches!(resp.body(), UpstreamIncoming::Hyper { .. });
+            if from_hyper
+                && resp.headers().contains_key(header::TRANSFER_ENCODING)
                 && resp.headers().contains_key(header::CONTENT_LENGTH)
             {
                 // hyper's client reads such an answer by its chunks, and the
