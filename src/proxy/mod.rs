@@ -161,8 +161,10 @@ impl Upstream {
                 Ok((ref mut template, body, ref mut client_upgrade)) => (template, body, client_upgrade),
                 Err(e) => return Err(e),
             };
-            let forwarded_upgrade =
-                client_upgrade.as_ref().and_then(|_| template.headers.get(header::UPGRADE).cloned());
+            // Boxed: kept across the exchange, and upgrades are rare.
+            let forwarded_upgrade: Option<Box<HeaderValue>> = client_upgrade
+                .as_ref()
+                .and_then(|_| template.headers.get(header::UPGRADE).cloned().map(Box::new));
             let is_upgrade = client_upgrade.is_some();
             // Watched only when there is a body: most requests have none.
             let mut body = body;

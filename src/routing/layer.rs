@@ -13,7 +13,7 @@ use http::header::{HeaderName, HeaderValue, ALLOW};
 use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use super::{check_host, normalize_path, request_host, BadHost, InvalidPath, Match, RouteTable};
+use super::{check_host, host_of, normalize_path, BadHost, InvalidPath, Match, RouteTable};
 use crate::config::EscapedSlashes;
 use crate::error::{BoxHttpError, HttpError};
 
@@ -84,15 +84,16 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let reject = |e: BoxHttpError| Either::Left(futures_util::future::ready(Err(e)));
-        if let Err(e) = check_host(&req) {
-            return reject(Box::new(RoutingError::BadHost(e)));
-        }
+        let host_header = match check_host(&req) {
+            Ok(h) => h,
+            Err(e) => return reject(Box::new(RoutingError::BadHost(e))),
+        };
         let path = match normalize_path(req.uri().path(), self.slashes) {
             Ok(p) => p,
             Err(e) => return reject(Box::new(RoutingError::InvalidPath(e))),
         };
         let table = self.table.load();
-        let host = request_host(&req);
+        let host = host_of(req.uri(), host_header);
         let found = match table.find(host.as_deref(), &path, req.method()) {
             Match::Found(route) => RouteMatch {
                 route: route.clone(),

@@ -200,7 +200,9 @@ pub enum BadHost {
 /// exactly one valid `Host` on HTTP/1.1, and on HTTP/2 a `Host` (if any)
 /// that names the same authority as `:authority`. Anything else could make
 /// the route match and the upstream disagree about the host.
-pub fn check_host<B>(req: &http::Request<B>) -> Result<(), BadHost> {
+///
+/// Returns the `Host` header, if any, for [`request_host`] (one lookup).
+pub fn check_host<B>(req: &http::Request<B>) -> Result<Option<&http::HeaderValue>, BadHost> {
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -209,7 +211,7 @@ pub fn check_host<B>(req: &http::Request<B>) -> Result<(), BadHost> {
     let Some(host) = host else {
         return match req.version() {
             http::Version::HTTP_11 => Err(BadHost::Missing),
-            _ => Ok(()),
+            _ => Ok(None),
         };
     };
     if !is_host_value(host.as_bytes()) {
@@ -222,23 +224,32 @@ pub fn check_host<B>(req: &http::Request<B>) -> Result<(), BadHost> {
             }
         }
     }
-    Ok(())
+    Ok(Some(host))
 }
 
 /// Whether `v` can be a `Host` value: `host[:port]` (RFC 9110 §7.2), a
 /// reg-name, IPv4 or bracketed IPv6 literal, without userinfo, path or
 /// whitespace. One pass over the bytes: it runs for every request.
 fn is_host_value(v: &[u8]) -> bool {
-    let ok = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
+    let ok = |b: &u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')')
+            || matches!(b, b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']')
+    };
     !v.is_empty() && v.iter().all(ok) && v[0] != b':'
 }
 
 /// The request's host, from the URI authority (HTTP/2, absolute-form) or the
 /// `Host` header: lowercase, without port or trailing dot.
 pub fn request_host<B>(req: &http::Request<B>) -> Option<Cow<'_, str>> {
-    let raw = match req.uri().authority() {
+    host_of(req.uri(), req.headers().get(http::header::HOST))
+}
+
+/// [`request_host`] from the URI and the `Host` header already looked up.
+pub fn host_of<'a>(uri: &'a http::Uri, host_header: Option<&'a http::HeaderValue>) -> Option<Cow<'a, str>> {
+    let raw = match uri.authority() {
         Some(a) => a.as_str(),
-        None => req.headers().get(http::header::HOST)?.to_str().ok()?,
+        None => host_header?.to_str().ok()?,
     };
     let host = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop the port.
@@ -379,7 +390,7 @@ mod tests {
             }
             b.body(()).unwrap()
         };
-        assert_eq!(check_host(&h11(&["a.example"])), Ok(()));
+        assert!(check_host(&h11(&["a.example"])).is_ok_and(|h| h.is_some()));
         assert_eq!(check_host(&h11(&[])), Err(BadHost::Missing));
         assert_eq!(check_host(&h11(&["a.example", "b.example"])), Err(BadHost::Duplicate));
         assert_eq!(check_host(&h11(&["a.example", "a.example"])), Err(BadHost::Duplicate));
@@ -389,7 +400,7 @@ mod tests {
         // HTTP/1.0 may leave it out.
         let mut old = h11(&[]);
         *old.version_mut() = http::Version::HTTP_10;
-        assert_eq!(check_host(&old), Ok(()));
+        assert_eq!(check_host(&old), Ok(None));
         // HTTP/2: :authority alone, or with a Host that agrees.
         let h2 = |host: Option<&str>| {
             let mut b = http::Request::get("https://a.example:8443/x").version(http::Version::HTTP_2);
@@ -398,8 +409,8 @@ mod tests {
             }
             b.body(()).unwrap()
         };
-        assert_eq!(check_host(&h2(None)), Ok(()));
-        assert_eq!(check_host(&h2(Some("A.example:8443"))), Ok(()));
+        assert_eq!(check_host(&h2(None)), Ok(None));
+        assert!(check_host(&h2(Some("A.example:8443"))).is_ok());
         assert_eq!(check_host(&h2(Some("b.example"))), Err(BadHost::Conflict));
         assert_eq!(check_host(&h2(Some("a.example"))), Err(BadHost::Conflict));
     }
