@@ -13,6 +13,8 @@ use bytes::{Buf, Bytes, BytesMut};
 const MAX_EXTENSION: usize = 4096;
 /// Most trailer bytes accepted after the last chunk.
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Most trailer fields accepted (as many as header fields in a head).
+const MAX_TRAILER_FIELDS: usize = 100;
 
 /// What one call to [`Decoder::step`] produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub(crate) struct Decoder {
     state: State,
     /// Bytes seen in the current extension, or in all trailers.
     counted: usize,
+    /// Trailer fields seen.
+    fields: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,10 +122,11 @@ impl Decoder {
         self.state = match self.state {
             State::Size { size, digits } => match (hex(b), digits) {
                 (Some(v), _) => {
-                    if digits == 16 {
+                    // Leading zeros are allowed; a value past 64 bits is not.
+                    if size >> 60 != 0 {
                         return Err(ChunkedError::TooLarge);
                     }
-                    State::Size { size: size << 4 | u64::from(v), digits: digits + 1 }
+                    State::Size { size: size << 4 | u64::from(v), digits: digits.saturating_add(1) }
                 }
                 (None, 0) => return Err(Invalid("chunk size missing")),
                 (None, _) => self.after_size(size, b)?,
@@ -160,7 +165,13 @@ impl Decoder {
                 }
                 self.trailer_byte(b)?
             }
-            State::TrailerLf if b == b'\n' => State::TrailerStart,
+            State::TrailerLf if b == b'\n' => {
+                self.fields += 1;
+                if self.fields > MAX_TRAILER_FIELDS {
+                    return Err(Invalid("too many trailer fields"));
+                }
+                State::TrailerStart
+            }
             State::EndLf if b == b'\n' => State::Done,
             State::TrailerLf | State::EndLf => return Err(Invalid("trailer line not ended by CRLF")),
             State::Data { .. } | State::Done => unreachable!("handled by step"),
@@ -288,6 +299,10 @@ mod tests {
             );
         }
         assert_eq!(decode(b"10000000000000000\r\n", &[]), Err(ChunkedError::TooLarge));
+        // Leading zeros do not count towards the size's width.
+        assert_eq!(decode(b"00000000000000000002\r\nhi\r\n0\r\n\r\n", &[]).unwrap().0, b"hi");
+        let many = format!("0\r\n{}\r\n", "a: 1\r\n".repeat(MAX_TRAILER_FIELDS + 1));
+        assert!(decode(many.as_bytes(), &[]).is_err());
         let long_ext = format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(MAX_EXTENSION));
         assert!(decode(long_ext.as_bytes(), &[]).is_err());
         let long_trailer = format!("0\r\nx: {}\r\n\r\n", "y".repeat(MAX_TRAILERS));
