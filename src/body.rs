@@ -216,15 +216,22 @@ impl Body for ClientBody {
     }
 }
 
-/// Whether `e`, or an error it wraps, is a missed body deadline; the
-/// deadline if so.
-pub fn body_timeout_in(e: &(dyn std::error::Error + 'static)) -> Option<BodyTimeout> {
+/// The first error of type `E` in `e`'s chain of causes.
+pub fn find_cause<'a, E: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<BodyTimeout>() {
-            return Some(*t);
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
         }
         cur = err.source();
     }
     None
+}
+
+/// Whether `e`, or an error it wraps, is a missed body deadline; the
+/// deadline if so.
+pub fn body_timeout_in(e: &(dyn std::error::Error + 'static)) -> Option<BodyTimeout> {
+    find_cause::<BodyTimeout>(e).copied()
 }

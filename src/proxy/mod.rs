@@ -480,14 +480,7 @@ fn rewrite_path(uri: &Uri, normalized: Option<&str>, strip_prefix: Option<&str>)
 }
 
 fn has_cause<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<E>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    crate::body::find_cause::<E>(e).is_some()
 }
 
 /// What a failure to read the client's body means for the client.
