@@ -9,21 +9,20 @@
 //! - [`Gatehouse::shutdown`] drains.
 //!
 //! The gateway's tower stack, outermost first: request id → access log and
-//! metrics → rescue (errors become responses) → route match → dispatch.
+//! metrics → rescue (errors become responses) → route match → dispatch
+//! (the route's own stack, see `dispatch::stack`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::header::HeaderValue;
+use http::{Request, Response};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
@@ -33,19 +32,17 @@ use crate::admin::{
     AdminService, ListenerCollector, QueueCollector, Readiness, UpstreamCollector, UpstreamSet,
 };
 use crate::aws::{AwsService, Credentials};
-use crate::body::{ClientBody, GatewayBody};
-use crate::config::{
-    Config, ConfigError, ConnectionBalance, EscapedSlashes, FixedResponse, KeyPath, Problem, RouteTarget,
-};
-use crate::error::{BoxHttpError, HttpError};
-use crate::middleware::access_log::{AccessLogLayer, RequestLog};
-use crate::middleware::metrics::{HttpMetrics, RouteStats};
-use crate::proxy::{ForwardOptions, Forwarded, Upstream};
-use crate::publish::Publisher;
+use crate::body::ClientBody;
+use crate::config::{Config, ConfigError, ConnectionBalance, EscapedSlashes, KeyPath, Problem, RouteTarget};
+use crate::dispatch::stack::{BucketStores, StackParts};
+use crate::dispatch::{Dispatch, RouteHandler};
+use crate::middleware::access_log::AccessLogLayer;
+use crate::middleware::metrics::HttpMetrics;
+use crate::proxy::Upstream;
 use crate::queue::storage::sqlite::{SqliteOptions, SqliteStorage};
 use crate::queue::storage::StorageError;
 use crate::queue::{Account, DeclaredQueue, QueueEngine};
-use crate::routing::{RouteLayer, RouteSpec, RouteTable, Routed, SharedTable};
+use crate::routing::{RouteLayer, RouteSpec, RouteTable, SharedTable};
 use crate::server::rescue::RescueLayer;
 use crate::server::{self, ConnInfo, Listener, ListenerSpec, Phase};
 use crate::tls::ReloadableServerConfig;
@@ -53,73 +50,31 @@ use crate::tls::ReloadableServerConfig;
 /// The queue service as gatehouse runs it: the engine on SQLite.
 pub type Queues = QueueEngine<SqliteStorage>;
 
-/// What a matched route does.
-pub struct RouteHandler {
-    /// The route's name and metric handles.
-    pub stats: Arc<RouteStats>,
-    pub action: Action,
-    pub strip_prefix: Option<String>,
-    pub timeout: Duration,
-    pub max_body: u64,
-    /// `Upgrade` protocols the route passes through.
-    pub upgrades: Vec<String>,
-}
-
-pub enum Action {
-    Proxy(Upstream),
-    Respond(FixedAnswer),
-    /// `None` only in plans built to check a config (nothing is served).
-    Publish(Option<Publisher<SqliteStorage>>),
-}
-
-/// A `respond:` route's answer, built once.
-pub struct FixedAnswer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl FixedAnswer {
-    fn new(f: &FixedResponse) -> Self {
-        let mut headers = HeaderMap::new();
-        if let Ok(v) = HeaderValue::from_str(&f.content_type) {
-            headers.insert(CONTENT_TYPE, v);
-        }
-        for (k, v) in &f.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-                headers.append(k, v);
-            }
-        }
-        Self {
-            status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
-            headers,
-            body: Bytes::from(f.body.clone()),
-        }
-    }
-
-    fn response(&self) -> Response<GatewayBody> {
-        let mut r = Response::new(GatewayBody::full(self.body.clone()));
-        *r.status_mut() = self.status;
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-}
-
 /// Everything a config describes, built and checked, not yet serving.
 pub struct Plan {
     pub config: Arc<Config>,
     /// One per gateway listener, in config order.
     pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     pub upstreams: BTreeMap<String, Upstream>,
+    /// The throttle's bucket stores, by route and limit.
+    pub buckets: BucketStores,
     pub table: RouteTable<Arc<RouteHandler>>,
 }
 
-/// Builds a [`Plan`]. Upstreams whose configuration equals one in
-/// `previous` are reused, keeping their health state and pooled
-/// connections across a reload.
+/// What a reload carries over from the running plan when its
+/// configuration did not change: upstreams (health, pooled connections)
+/// and bucket stores (clients' remaining allowance).
+#[derive(Default)]
+pub struct Reusable {
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub buckets: BucketStores,
+}
+
+/// Builds a [`Plan`]. Upstreams and bucket stores whose configuration
+/// equals one in `previous` are reused (see [`Reusable`]).
 pub fn plan(
     config: Config,
-    previous: Option<&BTreeMap<String, Upstream>>,
+    previous: Option<&Reusable>,
     metrics: &HttpMetrics,
     queues: Option<&Arc<Queues>>,
 ) -> Result<Plan, ConfigError> {
@@ -139,7 +94,7 @@ pub fn plan(
     }
     let mut upstreams = BTreeMap::new();
     for (name, u) in &config.upstreams {
-        if let Some(prev) = previous.and_then(|p| p.get(name)).filter(|p| p.config() == u) {
+        if let Some(prev) = previous.and_then(|p| p.upstreams.get(name)).filter(|p| p.config() == u) {
             upstreams.insert(name.clone(), prev.clone());
             continue;
         }
@@ -150,48 +105,30 @@ pub fn plan(
             Err(p) => problems.push(p),
         }
     }
+    let mut parts = StackParts {
+        upstreams: &upstreams,
+        queues,
+        metrics,
+        previous_buckets: previous.map(|p| &p.buckets),
+        buckets: BucketStores::new(),
+        trusted_proxies: config.trusted_proxies.clone().into(),
+    };
     let mut routes = Vec::new();
     for r in &config.routes {
-        let (action, timeout) = match &r.target {
-            RouteTarget::Respond(f) => {
-                (Action::Respond(FixedAnswer::new(f)), r.timeout.unwrap_or(Duration::MAX))
-            }
-            RouteTarget::Upstream(name) => match upstreams.get(name) {
-                Some(up) => {
-                    let timeout = r.timeout.unwrap_or(up.config().timeout);
-                    (Action::Proxy(up.clone()), timeout)
-                }
-                // Already reported by config validation or upstream building.
-                None => continue,
-            },
-            RouteTarget::Queue { queue, message } => {
-                let publisher = queues.map(|engine| Publisher {
-                    engine: engine.clone(),
-                    queue: queue.clone(),
-                    mapping: message.clone(),
-                });
-                (Action::Publish(publisher), r.timeout.unwrap_or(Duration::MAX))
-            }
-        };
+        let Some(stack) = parts.route(&config, r) else { continue };
         let spec = RouteSpec {
             host: r.host.clone(),
             path: r.path.clone(),
             methods: r.methods.iter().filter_map(|m| m.parse().ok()).collect(),
         };
-        let handler = RouteHandler {
-            stats: metrics.route(&Arc::new(r.name.clone())),
-            action,
-            strip_prefix: r.strip_prefix.clone(),
-            timeout,
-            max_body: r.max_body,
-            upgrades: r.upgrades.clone(),
-        };
+        let handler = RouteHandler { stats: metrics.route(&Arc::new(r.name.clone())), stack };
         routes.push((spec, Arc::new(handler)));
     }
+    let buckets = parts.buckets;
     if !problems.is_empty() {
         return Err(config.error(problems));
     }
-    Ok(Plan { config: Arc::new(config), tls, upstreams, table: RouteTable::new(routes) })
+    Ok(Plan { config: Arc::new(config), tls, upstreams, buckets, table: RouteTable::new(routes) })
 }
 
 /// The queues a config declares, as the engine takes them: dead-letter
@@ -304,7 +241,7 @@ pub struct Gatehouse {
     config: ArcSwap<Config>,
     table: SharedTable<Arc<RouteHandler>>,
     upstreams: UpstreamSet,
-    upstream_map: Mutex<BTreeMap<String, Upstream>>,
+    reusable: Mutex<Reusable>,
     tls: Vec<(SocketAddr, ReloadableServerConfig)>,
     metrics: HttpMetrics,
     phase: watch::Sender<Phase>,
@@ -543,7 +480,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         config: ArcSwap::new(config),
         table,
         upstreams,
-        upstream_map: Mutex::new(plan.upstreams),
+        reusable: Mutex::new(Reusable { upstreams: plan.upstreams, buckets: plan.buckets }),
         tls: tls_handles,
         metrics,
         phase,
@@ -579,7 +516,7 @@ impl Gatehouse {
             }
             None => {}
         }
-        let mut current = self.upstream_map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.reusable.lock().unwrap_or_else(|e| e.into_inner());
         let plan = plan(config, Some(&current), &self.metrics, self.queues.as_ref())?;
         let restart_needed = plan.config.workers != running.workers
             || plan.config.listen.admin != running.listen.admin
@@ -606,7 +543,7 @@ impl Gatehouse {
         }
         self.table.store(Arc::new(plan.table));
         self.upstreams.store(Arc::new(plan.upstreams.values().cloned().collect()));
-        *current = plan.upstreams;
+        *current = Reusable { upstreams: plan.upstreams, buckets: plan.buckets };
         self.config.store(plan.config);
         Ok(())
     }
@@ -731,87 +668,6 @@ impl GatewayLayers {
             .layer(self.access_log.clone().client(conn.peer.ip()))
             .layer(RescueLayer)
             .layer(self.routes.clone().escaped_slashes(slashes))
-            .service(Dispatch { conn: Arc::new(conn) })
-    }
-}
-
-/// The innermost service: does what the matched route says, for requests
-/// of one connection.
-#[derive(Clone)]
-struct Dispatch {
-    conn: Arc<ConnInfo>,
-}
-
-/// A publish route whose queue engine is missing is a wiring bug, reported
-/// as a 500 rather than a panic.
-#[derive(Debug, thiserror::Error)]
-#[error("internal error: the route's queue is not available")]
-struct Unwired;
-
-impl HttpError for Unwired {
-    fn status(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-    fn code(&self) -> &'static str {
-        "internal_error"
-    }
-}
-
-type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxHttpError>> + Send>>;
-
-impl Service<Routed<ClientBody, Arc<RouteHandler>>> for Dispatch {
-    type Response = Response<GatewayBody>;
-    type Error = BoxHttpError;
-    type Future = DispatchFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxHttpError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, routed: Routed<ClientBody, Arc<RouteHandler>>) -> DispatchFuture {
-        let Routed { request: req, route: m } = routed;
-        let log = req.extensions().get::<Arc<RequestLog>>().cloned();
-        if let Some(log) = &log {
-            log.set_route(&m.route.stats);
-        }
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            let route = &m.route;
-            match &route.action {
-                Action::Respond(answer) => Ok(answer.response()),
-                Action::Publish(publisher) => {
-                    let Some(publisher) = publisher else { return Err(Unwired.into()) };
-                    let sender = conn.peer_ip.to_str().ok().map(str::to_owned);
-                    // Boxed: the publish path's state is larger than the
-                    // proxy path's, and every request's future would carry it.
-                    Box::pin(publisher.publish(req, sender)).await.map_err(Into::into)
-                }
-                Action::Proxy(upstream) => {
-                    let opts = ForwardOptions {
-                        normalized_path: m.normalized_path.as_deref(),
-                        strip_prefix: route.strip_prefix.as_deref(),
-                        client_ip: &conn.peer_ip,
-                        tls: conn.tls,
-                        max_body: route.max_body,
-                        timeout: route.timeout,
-                        upgrades: &route.upgrades,
-                    };
-                    match upstream.forward(req, opts).await {
-                        Ok(Forwarded { response, target }) => {
-                            if let Some(log) = &log {
-                                log.set_target(&target);
-                            }
-                            Ok(response)
-                        }
-                        Err(e) => {
-                            if let (Some(log), Some(t)) = (&log, e.target()) {
-                                log.set_target(t);
-                            }
-                            Err(e.into())
-                        }
-                    }
-                }
-            }
-        })
+            .service(Dispatch::new(conn))
     }
 }

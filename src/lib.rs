@@ -11,12 +11,16 @@
 //! - [`server`]: accept loops, connection limits and timeouts, hyper
 //!   connections, graceful shutdown; [`server::rescue`] renders errors.
 //! - [`routing`]: the route table and the layer that applies it.
-//! - [`middleware`]: the other request-path layers (access log, metrics).
+//! - [`middleware`]: the other request-path layers: access log and
+//!   metrics per connection; timeout, throttle and auth per route.
+//! - [`dispatch`]: each route's stack of layers and its target (proxy,
+//!   queue publish, fixed answer).
 //! - [`proxy`]: upstream pools, balancing, health, retries, forwarding.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: the only place that wires the above from a config.
 //! - [`worker`]: which data-plane worker a thread is (thread per core).
-//! - [`error`], [`body`]: the error contract and body types they share.
+//! - [`error`], [`body`], [`exchange`]: the error contract, body types and
+//!   the request as a route's layers pass it on.
 //!
 //! The binary (`src/main.rs`) is the CLI: `gatehouse serve` and
 //! `gatehouse check`.
@@ -26,10 +30,11 @@ pub mod app;
 pub mod aws;
 pub mod body;
 pub mod config;
+pub mod dispatch;
 pub mod error;
+pub mod exchange;
 pub mod middleware;
 pub mod proxy;
-pub mod publish;
 pub mod queue;
 pub mod routing;
 pub mod server;

@@ -14,6 +14,7 @@
 //! - relative file paths are relative to the directory of the config file.
 
 mod decode;
+pub mod edge;
 mod locate;
 pub mod pattern;
 mod problem;
@@ -27,6 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decode::{Decoder, Node};
+pub use edge::{
+    JwtAlgorithm, JwtKeys, JwtProviderConfig, LimitConfig, LimitKey, Rate, RouteAuth, RouteThrottle, Secret,
+    TokenSource,
+};
 pub use locate::Anchor;
 pub use pattern::{HostPattern, PathPattern, PathSegment};
 pub use problem::{ConfigError, KeyPath, Problem};
@@ -92,6 +97,28 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Queues created (or updated) at start.
     pub queues: BTreeMap<String, QueueConfig>,
+    /// Peers whose `X-Forwarded-For` is believed (for `client_ip` keys).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The default limits of every gateway route (empty: none).
+    pub throttle: Vec<LimitConfig>,
+    /// JWT providers (`auth.jwt.NAME`), in file order.
+    pub auth: Vec<JwtProviderConfig>,
+}
+
+impl Config {
+    /// The limits `route` applies, in the order they are declared.
+    pub fn limits_of<'a>(&'a self, route: &'a RouteConfig) -> &'a [LimitConfig] {
+        match &route.throttle {
+            RouteThrottle::Inherit => &self.throttle,
+            RouteThrottle::Off => &[],
+            RouteThrottle::Limits(l) => l,
+        }
+    }
+
+    /// The JWT provider called `name`.
+    pub fn provider(&self, name: &str) -> Option<&JwtProviderConfig> {
+        self.auth.iter().find(|p| p.name == name)
+    }
 }
 
 /// `listen:`: the sockets gatehouse binds.
@@ -361,6 +388,9 @@ pub struct RouteConfig {
     /// `Upgrade` protocols passed through to the upstream, lowercase
     /// (`[websocket]` by default; `h2c` is never allowed).
     pub upgrades: Vec<String>,
+    pub throttle: RouteThrottle,
+    /// The token the route requires, if any.
+    pub auth: Option<RouteAuth>,
     pub key: KeyPath,
 }
 
@@ -438,10 +468,22 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] =
-    &["listen", "log", "workers", "drain_timeout", "upstreams", "routes", "aws", "storage", "queues"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "log",
+    "workers",
+    "drain_timeout",
+    "upstreams",
+    "routes",
+    "aws",
+    "storage",
+    "queues",
+    "trusted_proxies",
+    "throttle",
+    "auth",
+];
 /// Sections of DESIGN.md §3 that later work implements.
-const TOP_PENDING: &[&str] = &["waf", "auth", "throttle", "topics"];
+const TOP_PENDING: &[&str] = &["waf", "topics", "alarms"];
 
 fn decode_config(
     d: &mut Decoder<'_>,
@@ -463,8 +505,20 @@ fn decode_config(
         aws: AwsConfig::default(),
         storage: queues::default_storage(base),
         queues: BTreeMap::new(),
+        trusted_proxies: Vec::new(),
+        throttle: Vec::new(),
+        auth: Vec::new(),
     };
     let Some(t) = d.table(&root, TOP_KEYS, TOP_PENDING) else { return config };
+    if let Some(n) = t.get("trusted_proxies") {
+        config.trusted_proxies = edge::decode_trusted_proxies(d, &n);
+    }
+    if let Some(n) = t.get("throttle") {
+        config.throttle = edge::decode_throttle(d, &n).unwrap_or_default();
+    }
+    if let Some(n) = t.get("auth") {
+        config.auth = edge::decode_auth(d, &n, base);
+    }
     config.aws = queues::decode_aws(d, t.get("aws"));
     config.storage = queues::decode_storage(d, t.get("storage"), base);
     if let Some(n) = t.get("queues") {
@@ -977,8 +1031,15 @@ const ROUTE_KEYS: &[&str] = &[
     "timeout",
     "max_body",
     "upgrades",
+    "throttle",
+    "auth",
+    "scopes",
+    "claims",
+    "claims_to_headers",
+    "forward_token",
+    "token_from",
 ];
-const ROUTE_PENDING: &[&str] = &["topic", "auth", "scopes", "throttle", "waf"];
+const ROUTE_PENDING: &[&str] = &["topic", "waf"];
 
 /// Methods accepted in `methods:` without question; other tokens are
 /// accepted if they are valid HTTP method tokens.
@@ -1089,6 +1150,14 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         None => vec!["websocket".to_owned()],
         Some(n) => decode_upgrades(d, &n),
     };
+    let throttle = match t.get("throttle") {
+        None => RouteThrottle::Inherit,
+        Some(n) => match edge::decode_throttle(d, &n) {
+            None => RouteThrottle::Off,
+            Some(limits) => RouteThrottle::Limits(limits),
+        },
+    };
+    let auth = edge::decode_route_auth(d, &t);
     Some(RouteConfig {
         name: name?,
         host,
@@ -1099,6 +1168,8 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         timeout,
         max_body,
         upgrades,
+        throttle,
+        auth,
         key: node.path.clone(),
     })
 }
@@ -1224,6 +1295,7 @@ fn validate(c: &Config) -> Vec<Problem> {
                 problems.push(Problem::at_value(r.key.key("upstream"), msg));
             }
         }
+        problems.extend(validate_route_protection(c, r));
         // A route identical in host and path to an earlier one, with
         // overlapping methods, can never be chosen for those methods.
         for earlier in &c.routes[..i] {
@@ -1239,6 +1311,72 @@ fn validate(c: &Config) -> Vec<Problem> {
                         "route `{}` has the same host, path and methods as route `{}`, so one of them could never match",
                         r.name, earlier.name
                     ),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Headers `claims_to_headers` may not set: framing, routing and the
+/// headers gatehouse itself sets towards the upstream.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "x-request-id",
+    "forwarded",
+    "authorization",
+];
+
+/// A route's auth provider exists, and what needs a token has one.
+fn validate_route_protection(c: &Config, r: &RouteConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(a) = &r.auth {
+        if c.provider(&a.provider).is_none() {
+            let mut msg = format!("unknown JWT provider `{}`", a.provider);
+            match problem::suggest(&a.provider, c.auth.iter().map(|p| p.name.as_str())) {
+                Some(s) => msg.push_str(&format!(" (did you mean `{s}`?)")),
+                None => msg.push_str("; providers are declared under `auth.jwt`"),
+            }
+            problems.push(Problem::at_value(a.at.clone(), msg));
+        }
+        for (_, h) in &a.claims_to_headers {
+            if RESERVED_HEADERS.contains(&h.as_str()) || h.starts_with("x-forwarded-") {
+                problems.push(Problem::at_value(
+                    r.key.key("claims_to_headers"),
+                    format!("`{h}` is set by gatehouse or frames the request; choose another header"),
+                ));
+            }
+        }
+    }
+    if r.auth.is_none() {
+        for l in c.limits_of(r) {
+            if let LimitKey::Jwt(_) = &l.key {
+                let msg = if matches!(r.throttle, RouteThrottle::Inherit) {
+                    format!("the default `throttle` counts by `{}`, but route `{}` has no `auth`; give the route `auth` or its own `throttle`", l.key, r.name)
+                } else {
+                    format!("`{}` needs a verified token: the route has no `auth`", l.key)
+                };
+                let at = if matches!(r.throttle, RouteThrottle::Inherit) {
+                    r.key.key("name")
+                } else {
+                    l.at.key("key")
+                };
+                problems.push(Problem::at_value(at, msg));
+            }
+        }
+        if let RouteTarget::Queue { message, .. } = &r.target {
+            if message.uses_claims() {
+                problems.push(Problem::at_value(
+                    r.key.key("message"),
+                    "`jwt:` sources need a verified token: the route has no `auth`",
                 ));
             }
         }

@@ -81,6 +81,16 @@ pub struct DeadLetter {
 pub enum ValueSource {
     /// A request header (lower case).
     Header(String),
+    /// A claim of the token the route's `auth` verified (`jwt:sub`).
+    Jwt(String),
+}
+
+impl MessageMapping {
+    /// The `jwt:` sources, which need a route with `auth`.
+    pub fn uses_claims(&self) -> bool {
+        let all = self.group_id.iter().chain(&self.dedup_id).chain(self.attributes.iter().map(|(_, s)| s));
+        all.into_iter().any(|s| matches!(s, ValueSource::Jwt(_)))
+    }
 }
 
 /// `message:` of a route with `queue:`.
@@ -349,14 +359,14 @@ fn value_source(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<ValueSource> {
         }
         return Some(ValueSource::Header(h.to_ascii_lowercase()));
     }
-    if s.starts_with("jwt:") {
-        d.invalid(
-            node,
-            "`jwt:` sources need `auth`, which is not supported yet by this version of gatehouse",
-        );
-        return None;
+    if let Some(claim) = s.strip_prefix("jwt:") {
+        if claim.is_empty() {
+            d.invalid(node, "name the claim, as in `jwt:sub`");
+            return None;
+        }
+        return Some(ValueSource::Jwt(claim.to_owned()));
     }
-    d.invalid(node, format!("expected a source such as `header:x-tenant`, found `{s}`"));
+    d.invalid(node, format!("expected a source such as `header:x-tenant` or `jwt:sub`, found `{s}`"));
     None
 }
 

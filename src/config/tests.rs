@@ -151,11 +151,10 @@ fn identical_routes_are_rejected_but_disjoint_methods_are_fine() {
 
 #[test]
 fn later_sections_are_refused_until_they_work() {
-    let lines = problems(
-        "waf: { rules: ./waf-rules }\nroutes:\n  - { name: a, path: /x, respond: {}, auth: main }\n",
-    );
+    let lines =
+        problems("waf: { rules: ./waf-rules }\nroutes:\n  - { name: a, path: /x, respond: {}, topic: t }\n");
     assert!(lines[0].contains("1:1: waf: `waf` is not supported yet"), "{lines:?}");
-    assert!(lines[1].contains("routes[0].auth: `auth` is not supported yet"), "{lines:?}");
+    assert!(lines[1].contains("routes[0].topic: `topic` is not supported yet"), "{lines:?}");
 }
 
 #[test]
@@ -262,7 +261,7 @@ routes:
     has("queues.std.retention: must be between");
     has("queues.\"f.fifo\".dead_letter.queue: a dead-letter queue must be of the same type");
     has("routes[0].queue: unknown queue `jbos` (did you mean `jobs`?)");
-    has("routes[1].message.group_id: `jwt:` sources need `auth`, which is not supported yet");
+    has("routes[1].message: `jwt:` sources need a verified token: the route has no `auth`");
     has("routes[2].message: `message` applies to routes with `queue`");
 }
 
@@ -274,4 +273,65 @@ fn connection_balance_names_its_choices() {
             && l.contains("`exactly` is not one of: exact, kernel (did you mean `exact`?)")),
         "{p:?}"
     );
+}
+
+#[test]
+fn throttle_and_auth_problems_are_located() {
+    let src = "\
+trusted_proxies: [10.0.0.0/8, 10.0.0.300/8]
+throttle: { rate: 0/s, burst: 0, key: client_ip }
+auth:
+  jwt:
+    main: { issuer: https://id.example.com/, jwks_file: jwks.json, algorithms: [RS256, HS256] }
+    hmac: { secret: short }
+    both: { jwks_file: a.json, public_key: b.pem }
+routes:
+  - { name: a, path: /a, respond: {}, throttle: { rate: 10/s, key: jwt:sub } }
+  - { name: b, path: /b, respond: {}, throttle: [ { rate: 1/s }, { rate: 2/min } ] }
+  - { name: c, path: /c, respond: {}, throttle: { rate: 5/fortnight, key: cookie:x } }
+  - { name: d, path: /d, respond: {}, auth: mian, scopes: [a], claims_to_headers: { sub: Host } }
+  - { name: e, path: /e, respond: {}, scopes: [a] }
+";
+    let lines = problems(src);
+    let has =
+        |needle: &str| assert!(lines.iter().any(|l| l.contains(needle)), "missing `{needle}` in {lines:#?}");
+    has("routes.yaml:1:31: trusted_proxies[1]: expected an address range");
+    has("routes.yaml:2:19: throttle.rate: a rate must admit at least one request");
+    has("throttle.burst: 0 is out of range");
+    has("auth.jwt.main.algorithms[1]: `HS256` is an HMAC algorithm: it is allowed only with a `secret`");
+    has("auth.jwt.hmac.secret: an HMAC secret must be at least 32 bytes");
+    has("auth.jwt.both: a provider has one key source, found jwks_file and public_key");
+    has("routes[0].throttle.key: `jwt:sub` needs a verified token: the route has no `auth`");
+    has("routes[1].throttle[1].name: limit name `default` is used twice");
+    has("routes[2].throttle.rate: expected a rate such as `100/s`");
+    has("routes[2].throttle.key: unknown key `cookie:x`");
+    has("routes[3].auth: unknown JWT provider `mian` (did you mean `main`?)");
+    has("routes[3].claims_to_headers: `host` is set by gatehouse");
+    has("routes[4].scopes: `scopes` applies to routes with `auth`");
+}
+
+#[test]
+fn throttle_defaults_apply_to_every_route_unless_overridden() {
+    let c = parse(
+        "throttle: [ { name: fast, rate: 10/s, burst: 20 }, { name: hourly, rate: 1000/h, key: \"header:X-Api-Key\" } ]
+auth: { jwt: { main: { jwks_file: jwks.json } } }
+routes:
+  - { name: a, path: /a, respond: {} }
+  - { name: b, path: /b, respond: {}, throttle: off }
+  - { name: c, path: /c, respond: {}, auth: main, throttle: { rate: 5/min, key: \"jwt:sub\", max_keys: 10 } }
+",
+    )
+    .unwrap();
+    let a = c.limits_of(&c.routes[0]);
+    assert_eq!(a.len(), 2);
+    assert_eq!((a[0].name.as_str(), a[0].rate.count, a[0].burst), ("fast", 10, 20));
+    assert_eq!(a[1].key, crate::config::LimitKey::Header("x-api-key".into()));
+    assert_eq!(a[1].rate.per, std::time::Duration::from_secs(3600));
+    assert_eq!(a[1].burst, 1000, "burst defaults to the rate's count");
+    assert!(c.limits_of(&c.routes[1]).is_empty());
+    let own = c.limits_of(&c.routes[2]);
+    assert_eq!((own.len(), own[0].max_keys, own[0].name.as_str()), (1, 10, "default"));
+    let p = c.provider("main").unwrap();
+    assert_eq!(p.algorithms.len(), 9, "every asymmetric algorithm by default");
+    assert_eq!(p.leeway, std::time::Duration::from_secs(60));
 }

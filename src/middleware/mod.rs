@@ -1,6 +1,12 @@
 //! Layers of the gateway's request path, one folder each (tower-http style:
 //! `FooLayer` + `Foo<S>` + its future). Layers reject with typed errors; they
 //! never build error responses themselves (see `server::rescue`).
+//!
+//! Per connection: `access_log`, `metrics`. Per route, in this order (see
+//! `dispatch::stack`): `timeout`, `throttle` (client keys), `auth`,
+//! `throttle` (consumer keys).
 
 pub mod access_log;
 pub mod metrics;
+pub mod throttle;
+pub mod timeout;

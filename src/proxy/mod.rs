@@ -9,8 +9,8 @@
 //! - Retries go to a target not tried yet, at most `retries.max` times:
 //!   after a connect failure (any method, the request never left), and for
 //!   idempotent methods after a reset or a status in `retries.statuses`.
-//!   All attempts share the route's timeout, which bounds the wait for
-//!   response headers (504 after).
+//!   All attempts share the route's timeout (applied around the proxy by
+//!   `middleware::timeout`), which bounds the wait for response headers.
 //! - WebSocket (HTTP/1.1 `Upgrade`) requests are tunnelled once the
 //!   upstream answers 101.
 //!
@@ -55,8 +55,6 @@ pub struct ForwardOptions<'a> {
     pub client_ip: &'a HeaderValue,
     pub tls: bool,
     pub max_body: u64,
-    /// Time allowed until the response headers arrive, retries included.
-    pub timeout: Duration,
     /// The `Upgrade` protocols the route passes through (lowercase).
     pub upgrades: &'a [String],
 }
@@ -76,16 +74,12 @@ pub enum ProxyError {
     Connect { upstream: Arc<str>, target: Arc<str> },
     #[error("upstream `{upstream}` failed while answering ({target}): {reason}")]
     Failed { upstream: Arc<str>, target: Arc<str>, reason: String },
-    #[error("upstream `{upstream}` did not answer within {}", crate::config::units::format_duration(*.after))]
-    Timeout { upstream: Arc<str>, after: Duration },
     #[error("the request body is larger than this route accepts ({})", crate::config::units::format_size(*.limit))]
     PayloadTooLarge { limit: u64 },
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
     #[error("{0}")]
     BodyTimeout(crate::body::BodyTimeout),
-    #[error("the client had not sent its whole request body when the route's timeout ({}) passed", crate::config::units::format_duration(*.after))]
-    BodyIncomplete { after: Duration },
 }
 
 impl ProxyError {
@@ -104,11 +98,9 @@ impl HttpError for ProxyError {
             ProxyError::NoHealthyTarget { .. } | ProxyError::Connect { .. } | ProxyError::Failed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout(t) => t.status(),
-            ProxyError::BodyIncomplete { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -117,16 +109,14 @@ impl HttpError for ProxyError {
             ProxyError::NoHealthyTarget { .. } => "no_healthy_upstream",
             ProxyError::Connect { .. } => "upstream_connect_failed",
             ProxyError::Failed { .. } => "upstream_failed",
-            ProxyError::Timeout { .. } => "upstream_timeout",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::ClientBody(_) => "bad_request_body",
             ProxyError::BodyTimeout(t) => t.code(),
-            ProxyError::BodyIncomplete { .. } => "body_timeout",
         }
     }
 
     fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::BodyTimeout(_) | ProxyError::BodyIncomplete { .. })
+        matches!(self, ProxyError::BodyTimeout(_))
     }
 }
 
@@ -166,23 +156,8 @@ impl Upstream {
                 .as_ref()
                 .and_then(|_| template.headers.get(header::UPGRADE).cloned().map(Box::new));
             let is_upgrade = client_upgrade.is_some();
-            // Watched only when there is a body: most requests have none.
-            let mut body = body;
-            let progress = (!body.is_end_stream()).then(|| body.watch());
-            let attempt = self.send_with_retries(template, body, &opts, is_upgrade);
-            let (mut resp, target, in_flight, mut lease) = match tokio::time::timeout(opts.timeout, attempt)
-                .await
-            {
-                Ok(result) => result?,
-                // The upstream cannot answer a request it has not received:
-                // a client still holding back its body is the one to blame.
-                Err(_) if progress.is_some_and(|p| p.waiting_on_client()) => {
-                    return Err(ProxyError::BodyIncomplete { after: opts.timeout })
-                }
-                Err(_) => {
-                    return Err(ProxyError::Timeout { upstream: self.name().clone(), after: opts.timeout })
-                }
-            };
+            let (mut resp, target, in_flight, mut lease) =
+                self.send_with_retries(template, body, &opts, is_upgrade).await?;
 
             // (The own exchange refuses such answers while parsing them.)
             let from_hyper = matches!(resp.body(), UpstreamIncoming::Hyper { .. });
@@ -723,8 +698,8 @@ mod tests {
         let up: Arc<str> = "u".into();
         assert_eq!(ProxyError::NoHealthyTarget { upstream: up.clone() }.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(
-            ProxyError::Timeout { upstream: up, after: Duration::from_millis(1500) }.to_string(),
-            "upstream `u` did not answer within 1500ms"
+            ProxyError::Connect { upstream: up, target: "127.0.0.1:1".into() }.status(),
+            StatusCode::BAD_GATEWAY
         );
         assert_eq!(ProxyError::PayloadTooLarge { limit: 1024 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }

@@ -22,6 +22,49 @@ pub struct RouteLabel {
     pub route: Arc<String>,
 }
 
+/// One limit of one route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub route: Arc<String>,
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabel {
+    pub route: Arc<String>,
+    pub limit: String,
+    /// `idle` (a full bucket, nothing lost) or `capacity` (`max_keys`).
+    pub reason: &'static str,
+}
+
+/// The throttle's metric families.
+#[derive(Clone, Debug, Default)]
+pub struct ThrottleMetrics {
+    pub throttled: Family<LimitLabel, Counter>,
+    pub keys: Family<LimitLabel, Gauge>,
+    pub evictions: Family<EvictionLabel, Counter>,
+}
+
+impl ThrottleMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gatehouse_throttled_requests",
+            "Requests refused with 429, by route and limit",
+            self.throttled.clone(),
+        );
+        registry.register(
+            "gatehouse_throttle_keys",
+            "Buckets a limit holds now, by route and limit",
+            self.keys.clone(),
+        );
+        registry.register(
+            "gatehouse_throttle_evictions",
+            "Buckets dropped, by route, limit and reason (idle: full again, nothing lost; capacity: to stay within max_keys)",
+            self.evictions.clone(),
+        );
+    }
+}
+
 /// `1xx` … `5xx`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum StatusClass {
@@ -70,6 +113,7 @@ pub struct HttpMetrics {
     pub in_flight: Gauge,
     /// Requests that matched no route.
     pub unmatched: Arc<RouteStats>,
+    pub throttle: ThrottleMetrics,
 }
 
 /// One route's metric handles, resolved once so that recording a request
@@ -107,7 +151,13 @@ impl HttpMetrics {
         let requests: Family<RouteStatus, Counter> = Family::default();
         let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let unmatched = Arc::new(Self::stats(&requests, &duration, Arc::new(String::new())));
-        Self { requests, duration, in_flight: Gauge::default(), unmatched }
+        Self {
+            requests,
+            duration,
+            in_flight: Gauge::default(),
+            unmatched,
+            throttle: ThrottleMetrics::default(),
+        }
     }
 
     /// The handles of route `name` (created on first use).
@@ -153,5 +203,6 @@ impl HttpMetrics {
             "Requests being answered now",
             m.in_flight.clone(),
         );
+        m.throttle.register(registry);
     }
 }

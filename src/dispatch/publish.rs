@@ -4,7 +4,8 @@
 //! - the body becomes the message body (it must be text SQS accepts, and no
 //!   larger than the queue's maximum message size: 413 otherwise);
 //! - `message.group_id`, `message.dedup_id` and `message.attributes` take
-//!   their values from request headers; on a FIFO queue the
+//!   their values from request headers or from the claims of the token the
+//!   route's auth layer verified (`jwt:CLAIM`); on a FIFO queue the
 //!   `Idempotency-Key` header is the deduplication id unless another source
 //!   is configured;
 //! - the request's `Content-Type` is kept as the `Content-Type` attribute;
@@ -12,15 +13,18 @@
 //!   FIFO queues).
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tower::Service;
 
-use crate::body::{ClientBody, GatewayBody};
+use crate::body::GatewayBody;
 use crate::config::{MessageMapping, ValueSource};
-use crate::error::HttpError;
+use crate::error::{BoxHttpError, HttpError};
+use crate::exchange::{claim_text, Claims, Exchange};
 use crate::queue::message::AttributeValue;
 use crate::queue::storage::Storage;
 use crate::queue::{QueueEngine, QueueError, SendRequest};
@@ -81,19 +85,20 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-fn source(headers: &HeaderMap, src: &ValueSource) -> Option<String> {
+fn source(headers: &HeaderMap, claims: Option<&Claims>, src: &ValueSource) -> Option<String> {
     match src {
         ValueSource::Header(name) => header_text(headers, name),
+        ValueSource::Jwt(claim) => claim_text(claims?, claim),
     }
 }
 
 impl<S: Storage> Publisher<S> {
-    /// Turns `req` into a message; `sender` becomes its `SenderId`.
-    pub async fn publish(
-        &self,
-        req: Request<ClientBody>,
-        sender: Option<String>,
-    ) -> Result<Response<GatewayBody>, PublishError> {
+    /// Turns the exchange's request into a message; the client's address
+    /// becomes its `SenderId`.
+    pub async fn publish(&self, ex: Exchange) -> Result<Response<GatewayBody>, PublishError> {
+        let sender = ex.conn.peer_ip.to_str().ok().map(str::to_owned);
+        let claims = ex.claims;
+        let req = ex.request;
         let q = self.engine.queue(&self.queue).map_err(PublishError::Queue)?;
         let attrs = q.attributes();
         let limit = u64::from(attrs.max_message_size);
@@ -120,16 +125,16 @@ impl<S: Storage> Publisher<S> {
         let headers = &parts.headers;
         let mut request = SendRequest { body, sender, ..Default::default() };
         for (name, src) in &self.mapping.attributes {
-            if let Some(v) = source(headers, src) {
+            if let Some(v) = source(headers, claims.as_deref(), src) {
                 request.attributes.insert(name.clone(), string_attribute(v));
             }
         }
         if let Some(ct) = header_text(headers, header::CONTENT_TYPE.as_str()) {
             request.attributes.insert("Content-Type".into(), string_attribute(ct));
         }
-        request.group_id = self.mapping.group_id.as_ref().and_then(|s| source(headers, s));
+        request.group_id = self.mapping.group_id.as_ref().and_then(|s| source(headers, claims.as_deref(), s));
         request.dedup_id = match &self.mapping.dedup_id {
-            Some(s) => source(headers, s),
+            Some(s) => source(headers, claims.as_deref(), s),
             None if attrs.fifo => header_text(headers, "idempotency-key"),
             None => None,
         };
@@ -153,4 +158,47 @@ impl<S: Storage> Publisher<S> {
 
 fn string_attribute(v: String) -> AttributeValue {
     AttributeValue { data_type: "String".into(), string_value: Some(v), binary_value: None }
+}
+
+/// The target of `queue:` routes. `None` only in plans built to check a
+/// config, where nothing is served.
+pub struct PublishTarget<S: Storage>(pub Option<Arc<Publisher<S>>>);
+
+impl<S: Storage> Clone for PublishTarget<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+/// A publish route whose queue engine is missing is a wiring bug, reported
+/// as a 500 rather than a panic.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: the route's queue is not available")]
+struct Unwired;
+
+impl HttpError for Unwired {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+    fn code(&self) -> &'static str {
+        "internal_error"
+    }
+}
+
+impl<S: Storage> Service<Exchange> for PublishTarget<S> {
+    type Response = Response<GatewayBody>;
+    type Error = BoxHttpError;
+    type Future = super::RouteFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxHttpError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ex: Exchange) -> Self::Future {
+        let publisher = self.0.clone();
+        Box::pin(async move {
+            let Some(publisher) = publisher else { return Err(Unwired.into()) };
+            publisher.publish(ex).await.map_err(Into::into)
+        })
+    }
 }
