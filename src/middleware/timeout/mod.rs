@@ -152,3 +152,22 @@ where
         Poll::Ready(Err(err.into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_wait_has_its_own_answer() {
+        let after = Duration::from_secs(5);
+        let route = TimeoutError::Route("submit".into(), after);
+        assert_eq!((route.status(), route.code()), (StatusCode::GATEWAY_TIMEOUT, "route_timeout"));
+        assert_eq!(route.to_string(), "route `submit` did not finish within 5s");
+        let upstream = TimeoutError::Upstream("orders".into(), Duration::from_millis(1500));
+        assert_eq!(upstream.code(), "upstream_timeout");
+        assert_eq!(upstream.to_string(), "upstream `orders` did not answer within 1500ms");
+        let body = TimeoutError::BodyIncomplete(after);
+        assert_eq!((body.status(), body.code()), (StatusCode::REQUEST_TIMEOUT, "body_timeout"));
+        assert!(body.closes_connection() && !route.closes_connection());
+    }
+}
