@@ -29,7 +29,7 @@ use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestId, RequestId, SetRequestIdLayer};
 
 use crate::admin::{
-    AdminService, ListenerCollector, QueueCollector, Readiness, UpstreamCollector, UpstreamSet,
+    AdminService, ListenerCollector, ProviderSet, QueueCollector, Readiness, UpstreamCollector, UpstreamSet,
 };
 use crate::aws::{AwsService, Credentials};
 use crate::body::ClientBody;
@@ -37,7 +37,9 @@ use crate::config::{Config, ConfigError, ConnectionBalance, EscapedSlashes, KeyP
 use crate::dispatch::stack::{BucketStores, StackParts};
 use crate::dispatch::{Dispatch, RouteHandler};
 use crate::middleware::access_log::AccessLogLayer;
-use crate::middleware::metrics::HttpMetrics;
+use crate::middleware::auth::cache::CacheMetrics;
+use crate::middleware::auth::provider::{self, Provider};
+use crate::middleware::metrics::{HttpMetrics, ProviderLabel};
 use crate::proxy::Upstream;
 use crate::queue::storage::sqlite::{SqliteOptions, SqliteStorage};
 use crate::queue::storage::StorageError;
@@ -58,16 +60,40 @@ pub struct Plan {
     pub upstreams: BTreeMap<String, Upstream>,
     /// The throttle's bucket stores, by route and limit.
     pub buckets: BucketStores,
+    /// JWT providers by name.
+    pub providers: BTreeMap<String, Arc<Provider>>,
     pub table: RouteTable<Arc<RouteHandler>>,
 }
 
 /// What a reload carries over from the running plan when its
-/// configuration did not change: upstreams (health, pooled connections)
-/// and bucket stores (clients' remaining allowance).
+/// configuration did not change: upstreams (health, pooled connections),
+/// bucket stores (clients' remaining allowance) and JWT providers (keys,
+/// verified tokens).
 #[derive(Default)]
 pub struct Reusable {
     pub upstreams: BTreeMap<String, Upstream>,
     pub buckets: BucketStores,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+}
+
+impl Plan {
+    fn reusable(&self) -> Reusable {
+        Reusable {
+            upstreams: self.upstreams.clone(),
+            buckets: self.buckets.clone(),
+            providers: self.providers.clone(),
+        }
+    }
+
+    /// Starts what runs beside the plan: health checks, key refreshes.
+    fn start_background_tasks(&self) {
+        for u in self.upstreams.values() {
+            u.start_background_tasks();
+        }
+        for p in self.providers.values() {
+            p.start_refresh();
+        }
+    }
 }
 
 /// Builds a [`Plan`]. Upstreams and bucket stores whose configuration
@@ -105,8 +131,20 @@ pub fn plan(
             Err(p) => problems.push(p),
         }
     }
+    let auth = &metrics.auth;
+    let provider_metrics = |name: &str| {
+        let label = ProviderLabel { provider: name.to_owned() };
+        CacheMetrics {
+            hits: auth.cache_hits.get_or_create_owned(&label),
+            misses: auth.cache_misses.get_or_create_owned(&label),
+            entries: auth.cache_entries.get_or_create_owned(&label),
+        }
+    };
+    let providers =
+        provider::build_all(&config.auth, previous.map(|p| &p.providers), provider_metrics, &mut problems);
     let mut parts = StackParts {
         upstreams: &upstreams,
+        providers: &providers,
         queues,
         metrics,
         previous_buckets: previous.map(|p| &p.buckets),
@@ -128,7 +166,7 @@ pub fn plan(
     if !problems.is_empty() {
         return Err(config.error(problems));
     }
-    Ok(Plan { config: Arc::new(config), tls, upstreams, buckets, table: RouteTable::new(routes) })
+    Ok(Plan { config: Arc::new(config), tls, upstreams, buckets, providers, table: RouteTable::new(routes) })
 }
 
 /// The queues a config declares, as the engine takes them: dead-letter
@@ -241,6 +279,7 @@ pub struct Gatehouse {
     config: ArcSwap<Config>,
     table: SharedTable<Arc<RouteHandler>>,
     upstreams: UpstreamSet,
+    providers: ProviderSet,
     reusable: Mutex<Reusable>,
     tls: Vec<(SocketAddr, ReloadableServerConfig)>,
     metrics: HttpMetrics,
@@ -305,11 +344,11 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    plan.start_background_tasks();
+    let reusable = plan.reusable();
     let table: SharedTable<Arc<RouteHandler>> = Arc::new(ArcSwap::from_pointee(plan.table));
-    for u in plan.upstreams.values() {
-        u.start_background_tasks();
-    }
     let upstreams: UpstreamSet = Arc::new(ArcSwap::from_pointee(plan.upstreams.values().cloned().collect()));
+    let providers: ProviderSet = Arc::new(ArcSwap::from_pointee(plan.providers.values().cloned().collect()));
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (admin_phase, admin_phase_rx) = watch::channel(Phase::Running);
 
@@ -441,6 +480,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         listening: Arc::new(AtomicBool::new(false)),
         draining: draining.clone(),
         upstreams: upstreams.clone(),
+        providers: providers.clone(),
     };
     registry.register_collector(Box::new(ListenerCollector { listeners: stats }));
     registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
@@ -480,7 +520,8 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         config: ArcSwap::new(config),
         table,
         upstreams,
-        reusable: Mutex::new(Reusable { upstreams: plan.upstreams, buckets: plan.buckets }),
+        providers,
+        reusable: Mutex::new(reusable),
         tls: tls_handles,
         metrics,
         phase,
@@ -538,12 +579,11 @@ impl Gatehouse {
                 handle.replace(tls.clone());
             }
         }
-        for u in plan.upstreams.values() {
-            u.start_background_tasks();
-        }
-        self.table.store(Arc::new(plan.table));
+        plan.start_background_tasks();
+        *current = plan.reusable();
         self.upstreams.store(Arc::new(plan.upstreams.values().cloned().collect()));
-        *current = Reusable { upstreams: plan.upstreams, buckets: plan.buckets };
+        self.providers.store(Arc::new(plan.providers.values().cloned().collect()));
+        self.table.store(Arc::new(plan.table));
         self.config.store(plan.config);
         Ok(())
     }

@@ -24,11 +24,17 @@ use prometheus_client::registry::Registry;
 use tower::Service;
 
 use crate::body::GatewayBody;
+use crate::middleware::auth::Provider;
 use crate::proxy::{TargetSnapshot, Upstream};
+use crate::queue::storage::sqlite::SqliteStorage;
+use crate::queue::QueueEngine;
 use crate::server::ListenerStats;
 
 /// The upstreams currently in use; replaced on reload.
 pub type UpstreamSet = Arc<ArcSwap<Vec<Upstream>>>;
+
+/// The JWT providers currently in use; replaced on reload.
+pub type ProviderSet = Arc<ArcSwap<Vec<Arc<Provider>>>>;
 
 /// What `/readyz` looks at.
 #[derive(Clone)]
@@ -38,6 +44,7 @@ pub struct Readiness {
     /// Set when shutdown begins.
     pub draining: Arc<AtomicBool>,
     pub upstreams: UpstreamSet,
+    pub providers: ProviderSet,
 }
 
 impl Readiness {
@@ -53,6 +60,11 @@ impl Readiness {
         for u in self.upstreams.load().iter() {
             if !u.health_known() {
                 reasons.push(format!("first health check of upstream `{}`", u.name()));
+            }
+        }
+        for p in self.providers.load().iter() {
+            if !p.has_keys() {
+                reasons.push(format!("JWT provider `{}` has no keys yet", p.name()));
             }
         }
         reasons
@@ -272,11 +284,11 @@ impl Collector for UpstreamCollector {
 /// seconds and on `GetQueueAttributes`), counters of sent, received,
 /// deleted and dead-lettered messages, and the time receives waited.
 pub struct QueueCollector {
-    engine: Arc<crate::app::Queues>,
+    engine: Arc<QueueEngine<SqliteStorage>>,
 }
 
 impl QueueCollector {
-    pub fn new(engine: Arc<crate::app::Queues>) -> Self {
+    pub fn new(engine: Arc<QueueEngine<SqliteStorage>>) -> Self {
         Self { engine }
     }
 }

@@ -22,6 +22,7 @@ use crate::body::GatewayBody;
 use crate::config::{Config, LimitConfig, RouteConfig, RouteTarget};
 use crate::error::BoxHttpError;
 use crate::exchange::Exchange;
+use crate::middleware::auth::{AuthLayer, Provider, Rules};
 use crate::middleware::metrics::{EvictionLabel, HttpMetrics, LimitLabel};
 use crate::middleware::throttle::buckets::{Buckets, MemoryBuckets, StoreMetrics};
 use crate::middleware::throttle::{Limit, ThrottleLayer};
@@ -45,6 +46,7 @@ pub enum Target {
 pub struct RouteLayers {
     pub timeout: Option<TimeoutLayer>,
     pub client_throttle: Option<ThrottleLayer>,
+    pub auth: Option<AuthLayer>,
     pub consumer_throttle: Option<ThrottleLayer>,
 }
 
@@ -55,6 +57,7 @@ pub type BucketStores = BTreeMap<(String, String), (LimitConfig, Arc<dyn Buckets
 /// What a plan builds routes from, besides the config.
 pub struct StackParts<'a> {
     pub upstreams: &'a BTreeMap<String, Upstream>,
+    pub providers: &'a BTreeMap<String, Arc<Provider>>,
     pub queues: Option<&'a Arc<QueueEngine<SqliteStorage>>>,
     pub metrics: &'a HttpMetrics,
     /// Stores of the running plan (reused when unchanged).
@@ -74,7 +77,12 @@ impl StackParts<'_> {
             config.limits_of(r).iter().partition(|l| !l.key.per_consumer());
         let client = self.throttle(&route, client);
         let consumer = self.throttle(&route, consumer);
-        let layers = RouteLayers { timeout, client_throttle: client, consumer_throttle: consumer };
+        // A provider that failed to build was reported with its problem.
+        let auth = match &r.auth {
+            Some(a) => Some(AuthLayer::new(self.providers.get(&a.provider)?.clone(), Rules::new(a))),
+            None => None,
+        };
+        let layers = RouteLayers { timeout, client_throttle: client, auth, consumer_throttle: consumer };
         Some(build(target, layers))
     }
 
@@ -180,6 +188,13 @@ impl<S> RouteService for S where
 
 fn with_consumer_throttle<S: RouteService>(svc: S, mut layers: RouteLayers) -> RouteStack {
     match layers.consumer_throttle.take() {
+        Some(l) => with_auth(l.layer(svc), layers),
+        None => with_auth(svc, layers),
+    }
+}
+
+fn with_auth<S: RouteService>(svc: S, mut layers: RouteLayers) -> RouteStack {
+    match layers.auth.take() {
         Some(l) => with_client_throttle(l.layer(svc), layers),
         None => with_client_throttle(svc, layers),
     }

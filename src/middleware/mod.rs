@@ -7,6 +7,7 @@
 //! `throttle` (consumer keys).
 
 pub mod access_log;
+pub mod auth;
 pub mod metrics;
 pub mod throttle;
 pub mod timeout;

@@ -65,6 +65,39 @@ impl ThrottleMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+/// The JWT providers' metric families.
+#[derive(Clone, Debug, Default)]
+pub struct AuthMetrics {
+    pub cache_hits: Family<ProviderLabel, Counter>,
+    pub cache_misses: Family<ProviderLabel, Counter>,
+    pub cache_entries: Family<ProviderLabel, Gauge>,
+}
+
+impl AuthMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gatehouse_jwt_cache_hits",
+            "Tokens found verified in the cache, by provider",
+            self.cache_hits.clone(),
+        );
+        registry.register(
+            "gatehouse_jwt_cache_misses",
+            "Tokens not in the cache (verified, or refused), by provider",
+            self.cache_misses.clone(),
+        );
+        registry.register(
+            "gatehouse_jwt_cache_entries",
+            "Verified tokens held in the cache, by provider",
+            self.cache_entries.clone(),
+        );
+    }
+}
+
 /// `1xx` … `5xx`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum StatusClass {
@@ -114,6 +147,7 @@ pub struct HttpMetrics {
     /// Requests that matched no route.
     pub unmatched: Arc<RouteStats>,
     pub throttle: ThrottleMetrics,
+    pub auth: AuthMetrics,
 }
 
 /// One route's metric handles, resolved once so that recording a request
@@ -157,6 +191,7 @@ impl HttpMetrics {
             in_flight: Gauge::default(),
             unmatched,
             throttle: ThrottleMetrics::default(),
+            auth: AuthMetrics::default(),
         }
     }
 
@@ -204,5 +239,6 @@ impl HttpMetrics {
             m.in_flight.clone(),
         );
         m.throttle.register(registry);
+        m.auth.register(registry);
     }
 }

@@ -1,0 +1,165 @@
+//! Verified tokens, so that a busy client does not pay a signature check
+//! per request.
+//!
+//! Keyed by the token's SHA-256 (the token itself is not kept); an entry
+//! holds the claims, the key id that verified it and the token's `exp`.
+//! Bounded: a full shard first drops expired entries, then an eighth of
+//! what is left (the oldest first).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use sha2::{Digest, Sha256};
+
+use crate::exchange::Claims;
+
+/// Entries kept at most, per provider.
+pub const CAPACITY: usize = 10_000;
+const SHARDS: usize = 16;
+
+#[derive(Clone, Debug, Default)]
+pub struct CacheMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub entries: Gauge,
+}
+
+pub struct Entry {
+    pub claims: Arc<Claims>,
+    pub kid: Option<String>,
+    /// Seconds since the epoch; with leeway, the last second it is good.
+    pub good_until: u64,
+    inserted: u64,
+}
+
+type Shard = HashMap<[u8; 32], Entry>;
+
+pub struct TokenCache {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    metrics: CacheMetrics,
+}
+
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize, metrics: CacheMetrics) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: (capacity / SHARDS).max(1),
+            metrics,
+        }
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> std::sync::MutexGuard<'_, Shard> {
+        let i = usize::from(key[0]) % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The claims of a token verified before and still good at `now`, if
+    /// `key_present` says the key that verified it is still in the set.
+    pub fn get(
+        &self,
+        key: &[u8; 32],
+        now: u64,
+        key_present: impl Fn(Option<&str>) -> bool,
+    ) -> Option<Arc<Claims>> {
+        let mut shard = self.shard(key);
+        let hit = match shard.get(key) {
+            Some(e) if e.good_until >= now && key_present(e.kid.as_deref()) => Some(e.claims.clone()),
+            Some(_) => {
+                shard.remove(key);
+                self.metrics.entries.dec();
+                None
+            }
+            None => None,
+        };
+        match hit {
+            Some(_) => self.metrics.hits.inc(),
+            None => self.metrics.misses.inc(),
+        };
+        hit
+    }
+
+    pub fn insert(&self, key: [u8; 32], claims: Arc<Claims>, kid: Option<String>, good_until: u64, now: u64) {
+        let mut shard = self.shard(&key);
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            let before = shard.len();
+            shard.retain(|_, e| e.good_until >= now);
+            if shard.len() >= self.per_shard {
+                let mut ages: Vec<u64> = shard.values().map(|e| e.inserted).collect();
+                let n = (ages.len() / 8).max(1);
+                let cut = *ages.select_nth_unstable(n - 1).1;
+                let mut left = n;
+                shard.retain(|_, e| {
+                    if left > 0 && e.inserted <= cut {
+                        left -= 1;
+                        return false;
+                    }
+                    true
+                });
+            }
+            self.metrics.entries.dec_by((before - shard.len()) as i64);
+        }
+        let entry = Entry { claims, kid, good_until, inserted: now };
+        if shard.insert(key, entry).is_none() {
+            self.metrics.entries.inc();
+        }
+    }
+
+    /// Drops entries verified by keys no longer in the set.
+    pub fn retain_keys(&self, key_present: impl Fn(Option<&str>) -> bool) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = shard.len();
+            shard.retain(|_, e| key_present(e.kid.as_deref()));
+            self.metrics.entries.dec_by((before - shard.len()) as i64);
+        }
+    }
+}
+
+impl Drop for TokenCache {
+    fn drop(&mut self) {
+        let held: usize = self.shards.iter_mut().map(|s| s.get_mut().map_or(0, |m| m.len())).sum();
+        self.metrics.entries.dec_by(held as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Arc<Claims> {
+        Arc::new(Claims::new())
+    }
+
+    #[test]
+    fn entries_expire_and_follow_their_key() {
+        let metrics = CacheMetrics::default();
+        let c = TokenCache::new(100, metrics.clone());
+        let k = digest("a.b.c");
+        c.insert(k, claims(), Some("k1".into()), 100, 10);
+        assert!(c.get(&k, 50, |_| true).is_some());
+        assert!(c.get(&k, 50, |kid| kid != Some("k1")).is_none(), "rotated away");
+        assert!(c.get(&k, 50, |_| true).is_none(), "and dropped");
+        c.insert(k, claims(), None, 100, 10);
+        assert!(c.get(&k, 101, |_| true).is_none(), "expired");
+        assert_eq!((metrics.hits.get(), metrics.misses.get(), metrics.entries.get()), (1, 3, 0));
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let metrics = CacheMetrics::default();
+        let c = TokenCache::new(160, metrics.clone());
+        for i in 0..5000u32 {
+            c.insert(digest(&i.to_string()), claims(), None, 1000, u64::from(i));
+        }
+        assert!(metrics.entries.get() <= 160, "{}", metrics.entries.get());
+        c.retain_keys(|_| false);
+        assert_eq!(metrics.entries.get(), 0);
+    }
+}
