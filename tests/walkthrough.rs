@@ -206,3 +206,27 @@ async fn publish_with_curl_then_consume_with_aws_cli() {
     assert_eq!(messages.len(), 1, "the retry was delivered too: {answer}");
     assert_eq!(messages[0]["Body"], r#"{"amount":5}"#);
 }
+
+/// The shipped throttle is what a newcomer's curl loop sees: a burst of
+/// 20, then 429 with `Retry-After`; every answer shows the limit.
+#[tokio::test]
+async fn the_shipped_throttle_shows_in_a_curl_loop() {
+    let gw = Gateway::start(&shipped_config()).await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let r = c.get(format!("{}/", gw.url)).send().await.unwrap();
+        assert_eq!(
+            r.headers().get("ratelimit-policy").and_then(|v| v.to_str().ok()),
+            Some("\"per-client\";q=10;w=1")
+        );
+        assert!(r.headers().contains_key("ratelimit"));
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status().as_u16());
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(admitted >= 20, "{statuses:?}");
+    assert!(statuses.contains(&429), "60 requests in a loop outrun 10/s: {statuses:?}");
+}
