@@ -5,6 +5,7 @@
 //! cargo run --example mint-token -- --sub alice --scope orders:read
 //! cargo run --example mint-token -- --sub bob --expires-in -60   # already expired
 //! cargo run --example mint-token -- --jwks > examples/jwt/jwks.json
+//! cargo run --example mint-token -- --count 10000 > tokens.txt   # user-1 … user-10000
 //! ```
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,10 @@ struct Args {
     /// Print the JWKS document of the demo key instead of a token.
     #[arg(long)]
     jwks: bool,
+    /// Print this many tokens, one per line, for subjects `user-1`,
+    /// `user-2`… (for load tests).
+    #[arg(long)]
+    count: Option<u32>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,16 +52,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
-    let claims = serde_json::json!({
-        "iss": args.issuer,
-        "aud": args.audience,
-        "sub": args.sub,
-        "scope": args.scope,
-        "iat": now,
-        "exp": now + args.expires_in,
-    });
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(KID.into());
-    println!("{}", jsonwebtoken::encode(&header, &claims, &key)?);
+    let token = |sub: &str| {
+        let claims = serde_json::json!({
+            "iss": args.issuer,
+            "aud": args.audience,
+            "sub": sub,
+            "scope": args.scope,
+            "iat": now,
+            "exp": now + args.expires_in,
+        });
+        jsonwebtoken::encode(&header, &claims, &key)
+    };
+    match args.count {
+        None => println!("{}", token(&args.sub)?),
+        Some(n) => {
+            let mut out = String::new();
+            for i in 1..=n {
+                out.push_str(&token(&format!("user-{i}"))?);
+                out.push('\n');
+            }
+            print!("{out}");
+        }
+    }
     Ok(())
 }

@@ -401,10 +401,14 @@ impl JwksServer {
 
     /// A gatehouse whose provider `main` fetches from this server.
     async fn gateway(&self, upstream: &Backend) -> Gateway {
+        self.gateway_with(upstream, "").await
+    }
+
+    async fn gateway_with(&self, upstream: &Backend, provider_extra: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         self.ca.write(dir.path());
         let yaml = format!(
-            "{}auth:\n  jwt:\n    main: {{ {PROVIDER}, jwks_url: \"https://{}/jwks.json\", tls: {{ ca: ca.pem }} }}\n",
+            "{}auth:\n  jwt:\n    main: {{ {PROVIDER}, jwks_url: \"https://{}/jwks.json\", tls: {{ ca: ca.pem }}{provider_extra} }}\n",
             config(
                 &format!("  echo: {{ targets: [\"{}\"] }}", upstream.url),
                 "  - { name: o, path: /o, upstream: echo, auth: main }"
@@ -447,6 +451,26 @@ async fn jwks_url_rotation_unknown_kid_refetch_and_its_rate_limit() {
     server.set(500, String::new());
     assert_eq!(call(&url, Some(&mint(KEY_B, "b", &claims("bob", json!({}))))).await.status(), 200);
     assert_eq!(call(&url, Some(&mint(KEY_A, "a", &claims("alice", json!({}))))).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_refresh_that_rotates_a_key_away_drops_its_cached_tokens() {
+    let up = echo().await;
+    let server = JwksServer::start(jwks(&[(KEY_A, "a")])).await;
+    let gw = server.gateway_with(&up, ", jwks_refresh: 1s").await;
+    let url = format!("{}/o", gw.url);
+    eventually("the first key set", || async { ready(&gw).await.0 == 200 }).await;
+    let alice = mint(KEY_A, "a", &claims("alice", json!({})));
+    assert_eq!(call(&url, Some(&alice)).await.status(), 200);
+    assert_eq!(call(&url, Some(&alice)).await.status(), 200, "from the cache");
+
+    // The provider retires key a; the next refresh (every second here)
+    // picks that up, and the cached token goes with its key.
+    server.set(200, jwks(&[(KEY_B, "b")]));
+    let seen = server.fetches();
+    eventually("a refresh", || async { server.fetches() > seen + 1 }).await;
+    assert_eq!(call(&url, Some(&alice)).await.status(), 401);
+    assert_eq!(call(&url, Some(&mint(KEY_B, "b", &claims("bob", json!({}))))).await.status(), 200);
 }
 
 #[tokio::test]

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Edge protection benchmark: the load of bench/proxy.sh (wrk, keep-alive,
+# a static upstream) through one gatehouse on routes that differ only in
+# their protection, beside nginx's plain proxy, interleaved round by round:
+#
+#   a        no protection
+#   b1       a throttle that admits everything, one key (client_ip)
+#   b2       the same, keyed by 10,000 client addresses behind a trusted proxy
+#   c1       RS256 JWT on every request, one token (the cache works)
+#   c2       RS256 JWT, 10,000 distinct tokens (a signature check per new token)
+#   d        throttle + JWT, one token
+#   nginx    nginx proxying to the same upstream (bench/nginx-proxy.sh)
+#
+# b2 and c2 pick a header value per request in a wrk Lua script, which
+# costs wrk itself some throughput; "a-lua" is route a under the same
+# script, their fair baseline.
+#
+# Then: RSS after 1,000,000 requests with distinct throttle keys (max_keys
+# 100,000), against RSS before.
+#
+#   bench/protect.sh                    # RUNS=3 DURATION=5s CONNS=64
+#
+# Targets (issue 15): d keeps >= 90% of a's requests/s and >= 1.0x nginx.
+# Installs wrk and nginx from Debian if missing. Release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+KEYS=${KEYS:-10000}
+FLOOD=${FLOOD:-1000000}
+UPSTREAM_PORT=${UPSTREAM_PORT:-19000}
+NGINX_PORT=${NGINX_PORT:-19081}
+GATEHOUSE_PORT=${GATEHOUSE_PORT:-19083}
+ADMIN_PORT=${ADMIN_PORT:-19983}
+
+. bench/need.sh
+. bench/nginx-proxy.sh
+need wrk wrk
+need nginx nginx
+
+cargo build --release --quiet --bin gatehouse --example upstream --example mint-token
+. bench/work.sh
+
+wait_for() { # url
+    for _ in $(seq 100); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "not answering: $1" >&2
+    exit 1
+}
+
+./target/release/examples/upstream --port "$UPSTREAM_PORT" --name static >/dev/null &
+pids+=($!)
+nginx_proxy_conf "$work/nginx.conf" "$work" "$NGINX_PORT" "$UPSTREAM_PORT" "access_log off;" "worker_processes auto;"
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+
+cp examples/jwt/jwks.json "$work/jwks.json"
+open='rate: 1000000/s, burst: 1000000'
+cat >"$work/routes.yaml" <<EOF
+listen:
+  gateway: { bind: "127.0.0.1:$GATEHOUSE_PORT" }
+  admin: { bind: "127.0.0.1:$ADMIN_PORT" }
+  aws: off
+log: { access: false, level: warn }
+trusted_proxies: [127.0.0.1]
+auth:
+  jwt:
+    demo: { issuer: https://id.example.test/, audiences: [orders-api], jwks_file: jwks.json }
+upstreams:
+  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
+routes:
+  - { name: a, path: /a/*, strip_prefix: /a, upstream: static }
+  - { name: b1, path: /b1/*, strip_prefix: /b1, upstream: static, throttle: { $open } }
+  - { name: b2, path: /b2/*, strip_prefix: /b2, upstream: static, throttle: { $open } }
+  - { name: c1, path: /c1/*, strip_prefix: /c1, upstream: static, auth: demo }
+  - { name: c2, path: /c2/*, strip_prefix: /c2, upstream: static, auth: demo }
+  - { name: d, path: /d/*, strip_prefix: /d, upstream: static, auth: demo, throttle: { $open } }
+  - { name: flood, path: /flood/*, strip_prefix: /flood, upstream: static, throttle: { $open, key: "header:x-key" } }
+EOF
+./target/release/gatehouse serve --config "$work/routes.yaml" >"$work/gatehouse.log" 2>&1 &
+gh_pid=$!
+pids+=($gh_pid)
+
+echo "minting $KEYS tokens ..." >&2
+./target/release/examples/mint-token --count "$KEYS" >"$work/tokens.txt"
+token=$(head -1 "$work/tokens.txt")
+
+# Lua: a header value per request, from a file or a counter.
+cat >"$work/pick.lua" <<'EOF'
+local values = {}
+local header = os.getenv("PICK_HEADER")
+local prefix = os.getenv("PICK_PREFIX") or ""
+for line in io.lines(os.getenv("PICK_FILE")) do values[#values + 1] = line end
+request = function()
+    local v = values[math.random(#values)]
+    return wrk.format(nil, nil, { [header] = prefix .. v })
+end
+EOF
+cat >"$work/flood.lua" <<'EOF'
+local counter = 0
+local id = 0
+setup = function(thread) id = id + 1; thread:set("id", id) end
+request = function()
+    counter = counter + 1
+    return wrk.format(nil, nil, { ["x-key"] = id .. "-" .. counter })
+end
+EOF
+for i in $(seq "$KEYS"); do echo "10.$((i / 65536)).$((i / 256 % 256)).$((i % 256))"; done >"$work/ips.txt"
+
+wait_for "http://127.0.0.1:$UPSTREAM_PORT/healthz"
+wait_for "http://127.0.0.1:$NGINX_PORT/healthz"
+wait_for "http://127.0.0.1:$GATEHOUSE_PORT/a/healthz"
+
+# Prints "requests_per_second p99_ms" for one wrk run; extra args go to wrk.
+measure() { # url [wrk args...]
+    local url=$1
+    shift
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url" | awk '
+        /Requests\/sec:/ { rps = $2 }
+        /^ +99%/ {
+            v = $2
+            if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
+            else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
+            else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
+        }
+        /Non-2xx|Socket errors/ { errors = errors $0 " " }
+        END {
+            if (errors != "") print "wrk reported: " errors > "/dev/stderr"
+            printf "%.0f %.3f\n", rps, p99
+        }'
+}
+
+run() { # variant
+    local g="http://127.0.0.1:$GATEHOUSE_PORT"
+    case $1 in
+        a) measure "$g/a/healthz" ;;
+        a-lua) PICK_FILE=$work/ips.txt PICK_HEADER=x-ignored measure "$g/a/healthz" -s "$work/pick.lua" ;;
+        b1) measure "$g/b1/healthz" ;;
+        b2) PICK_FILE=$work/ips.txt PICK_HEADER=x-forwarded-for measure "$g/b2/healthz" -s "$work/pick.lua" ;;
+        c1) measure "$g/c1/healthz" -H "Authorization: Bearer $token" ;;
+        c2) PICK_FILE=$work/tokens.txt PICK_HEADER=authorization PICK_PREFIX="Bearer " measure "$g/c2/healthz" -s "$work/pick.lua" ;;
+        d) measure "$g/d/healthz" -H "Authorization: Bearer $token" ;;
+        nginx) measure "http://127.0.0.1:$NGINX_PORT/healthz" ;;
+    esac
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+variants="a a-lua b1 b2 c1 c2 d nginx"
+# Warm up: pools, the token cache, every key and token seen once.
+for v in $variants; do DURATION=2s run "$v" >/dev/null; done
+
+echo "# wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS interleaved rounds, $(nproc) cores, $KEYS keys/tokens"
+printf '%-6s %-8s %12s %10s\n' round variant "req/s" "p99 ms"
+for round in $(seq "$RUNS"); do
+    order=$variants
+    [ $((round % 2)) -eq 0 ] && order=$(echo "$variants" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for v in $order; do
+        read -r rps p99 < <(run "$v")
+        echo "$rps" >>"$work/$v.rps"
+        echo "$p99" >>"$work/$v.p99"
+        printf '%-6s %-8s %12s %10s\n' "$round" "$v" "$rps" "$p99"
+    done
+done
+
+echo
+a=$(median <"$work/a.rps")
+alua=$(median <"$work/a-lua.rps")
+n=$(median <"$work/nginx.rps")
+printf '%-8s %12s %10s %8s %8s\n' variant "req/s" "p99 ms" "vs a" "vs nginx"
+for v in $variants; do
+    r=$(median <"$work/$v.rps")
+    base=$a
+    case $v in b2 | c2) base=$alua ;; esac
+    awk -v v="$v" -v r="$r" -v p="$(median <"$work/$v.p99")" -v b="$base" -v n="$n" \
+        'BEGIN { printf "%-8s %12.0f %10.3f %7.2fx %7.2fx\n", v, r, p, r / b, r / n }'
+done
+echo "(b2 and c2 are compared with a-lua, route a under the same wrk script)"
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$gh_pid/status"; }
+before=$(rss_kb)
+echo
+echo "# $FLOOD requests with distinct throttle keys (max_keys 100000) ..."
+requests=0
+while [ "$requests" -lt "$FLOOD" ]; do
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d5s -s "$work/flood.lua" "http://127.0.0.1:$GATEHOUSE_PORT/flood/healthz")
+    done_now=$(echo "$out" | awk '/requests in/ { print $1 }')
+    requests=$((requests + done_now))
+done
+after=$(rss_kb)
+keys=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^gatehouse_throttle_keys\{route="flood"/ { print $2 }')
+evicted=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^gatehouse_throttle_evictions_total\{route="flood".*capacity/ { print $2 }')
+awk -v b="$before" -v a="$after" -v r="$requests" -v k="$keys" -v e="$evicted" 'BEGIN {
+    printf "requests %d, keys held %d, evicted for capacity %d\n", r, k, e
+    printf "RSS before %.1f MB, after %.1f MB (+%.1f MB)\n", b / 1024, a / 1024, (a - b) / 1024
+}'
