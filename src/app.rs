@@ -105,43 +105,9 @@ pub fn plan(
     queues: Option<&Arc<Queues>>,
 ) -> Result<Plan, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
-    let mut tls = Vec::new();
-    for l in &config.listen.gateway {
-        tls.push(match &l.tls {
-            None => None,
-            Some(t) => match crate::tls::server_config(t) {
-                Ok(c) => Some(c),
-                Err(p) => {
-                    problems.extend(p);
-                    None
-                }
-            },
-        });
-    }
-    let mut upstreams = BTreeMap::new();
-    for (name, u) in &config.upstreams {
-        if let Some(prev) = previous.and_then(|p| p.upstreams.get(name)).filter(|p| p.config() == u) {
-            upstreams.insert(name.clone(), prev.clone());
-            continue;
-        }
-        match Upstream::new(name, u, &KeyPath::root().key("upstreams").key(name), config.workers) {
-            Ok(up) => {
-                upstreams.insert(name.clone(), up);
-            }
-            Err(p) => problems.push(p),
-        }
-    }
-    let auth = &metrics.auth;
-    let provider_metrics = |name: &str| {
-        let label = ProviderLabel { provider: name.to_owned() };
-        CacheMetrics {
-            hits: auth.cache_hits.get_or_create_owned(&label),
-            misses: auth.cache_misses.get_or_create_owned(&label),
-            entries: auth.cache_entries.get_or_create_owned(&label),
-        }
-    };
-    let providers =
-        provider::build_all(&config.auth, previous.map(|p| &p.providers), provider_metrics, &mut problems);
+    let tls = plan_tls(&config, &mut problems);
+    let upstreams = plan_upstreams(&config, previous, &mut problems);
+    let providers = plan_providers(&config, previous, metrics, &mut problems);
     let mut parts = StackParts {
         upstreams: &upstreams,
         providers: &providers,
@@ -167,6 +133,65 @@ pub fn plan(
         return Err(config.error(problems));
     }
     Ok(Plan { config: Arc::new(config), tls, upstreams, buckets, providers, table: RouteTable::new(routes) })
+}
+
+/// The rustls configuration of each gateway listener.
+fn plan_tls(config: &Config, problems: &mut Vec<Problem>) -> Vec<Option<Arc<rustls::ServerConfig>>> {
+    let mut tls = Vec::new();
+    for l in &config.listen.gateway {
+        tls.push(match &l.tls {
+            None => None,
+            Some(t) => match crate::tls::server_config(t) {
+                Ok(c) => Some(c),
+                Err(p) => {
+                    problems.extend(p);
+                    None
+                }
+            },
+        });
+    }
+    tls
+}
+
+/// Upstreams by name; unchanged ones are taken from `previous`.
+fn plan_upstreams(
+    config: &Config,
+    previous: Option<&Reusable>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Upstream> {
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &config.upstreams {
+        if let Some(prev) = previous.and_then(|p| p.upstreams.get(name)).filter(|p| p.config() == u) {
+            upstreams.insert(name.clone(), prev.clone());
+            continue;
+        }
+        match Upstream::new(name, u, &KeyPath::root().key("upstreams").key(name), config.workers) {
+            Ok(up) => {
+                upstreams.insert(name.clone(), up);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    upstreams
+}
+
+/// JWT providers by name; unchanged ones are taken from `previous`.
+fn plan_providers(
+    config: &Config,
+    previous: Option<&Reusable>,
+    metrics: &HttpMetrics,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Arc<Provider>> {
+    let auth = &metrics.auth;
+    let provider_metrics = |name: &str| {
+        let label = ProviderLabel { provider: name.to_owned() };
+        CacheMetrics {
+            hits: auth.cache_hits.get_or_create_owned(&label),
+            misses: auth.cache_misses.get_or_create_owned(&label),
+            entries: auth.cache_entries.get_or_create_owned(&label),
+        }
+    };
+    provider::build_all(&config.auth, previous.map(|p| &p.providers), provider_metrics, problems)
 }
 
 /// The queues a config declares, as the engine takes them: dead-letter
@@ -304,43 +329,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let config = plan.config.clone();
 
     // Bind everything first, so a port in use is reported before serving.
-    let mut bound = Vec::new();
-    let mut problems = Vec::new();
-    for l in &config.listen.gateway {
-        match server::bind(l.bind, workers) {
-            Ok(sockets) => bound.push(sockets),
-            Err(e) => {
-                problems
-                    .push(Problem::at_value(l.key.key("bind"), format!("cannot listen on {}: {e}", l.bind)));
-                bound.push(Vec::new());
-            }
-        }
-    }
-    let aws_sockets = match &config.listen.aws {
-        None => Vec::new(),
-        Some(a) => match server::bind(a.bind, workers) {
-            Ok(s) => s,
-            Err(e) => {
-                let key = KeyPath::root().key("listen").key("aws").key("bind");
-                problems.push(Problem::at_value(key, format!("cannot listen on {}: {e}", a.bind)));
-                Vec::new()
-            }
-        },
-    };
-    let admin_socket = match config.listen.admin {
-        None => None,
-        Some(addr) => match server::bind(addr, 1) {
-            Ok(mut s) => s.pop(),
-            Err(e) => {
-                let key = KeyPath::root().key("listen").key("admin").key("bind");
-                problems.push(Problem::at_value(key, format!("cannot listen on {addr}: {e}")));
-                None
-            }
-        },
-    };
-    if !problems.is_empty() {
-        return Err(StartError::Unavailable(config.error(problems)));
-    }
+    let Bound { gateway: bound, aws: aws_sockets, admin: admin_socket } = bind_all(&config, workers)?;
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -364,8 +353,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let mut tls_handles = Vec::new();
     let mut stats = Vec::new();
     // sockets[w] holds worker w's socket for every listener it serves.
-    let mut sockets: Vec<Vec<(Arc<Listener>, std::net::TcpListener, Served)>> =
-        (0..workers).map(|_| Vec::new()).collect();
+    let mut sockets: Vec<WorkerSockets> = (0..workers).map(|_| Vec::new()).collect();
     for ((l, socks), tls) in config.listen.gateway.iter().zip(bound).zip(plan.tls) {
         let local = socks[0].local_addr().map_err(|e| {
             StartError::Unavailable(config.error(vec![Problem::at_value(l.key.key("bind"), e.to_string())]))
@@ -412,6 +400,130 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         listeners.push(listener);
     }
 
+    let threads = spawn_workers(&config, sockets, &gateway, &aws_service, &phase, &phase_rx).await?;
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let readiness = Readiness {
+        listening: Arc::new(AtomicBool::new(false)),
+        draining: draining.clone(),
+        upstreams: upstreams.clone(),
+        providers: providers.clone(),
+    };
+    registry.register_collector(Box::new(ListenerCollector { listeners: stats }));
+    registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
+    if let Some(engine) = &queues {
+        registry.register_collector(Box::new(QueueCollector::new(engine.clone())));
+        spawn_count_refresher(engine);
+    }
+    let mut admin_listener = None;
+    let admin_addr = match admin_socket {
+        None => None,
+        Some(socket) => {
+            let addr = socket.local_addr().ok();
+            let admin = AdminService::new(Arc::new(registry), readiness.clone());
+            let listener = Listener::new(
+                addr.unwrap_or(([127, 0, 0, 1], 0).into()),
+                ListenerSpec {
+                    tls: None,
+                    limits: Default::default(),
+                    workers: 0,
+                    balance: ConnectionBalance::Kernel,
+                },
+            );
+            listener.serve(socket, move |_: ConnInfo| admin.clone(), admin_phase_rx).map_err(|e| {
+                StartError::Unavailable(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
+            })?;
+            admin_listener = Some(listener);
+            addr
+        }
+    };
+    readiness.listening.store(true, Ordering::Relaxed);
+
+    Ok(Gatehouse {
+        gateway_addrs: config.listen.gateway.iter().zip(&listeners).map(|(_, l)| l.local_addr).collect(),
+        admin_addr,
+        aws_addr,
+        queues,
+        config: ArcSwap::new(config),
+        table,
+        upstreams,
+        providers,
+        reusable: Mutex::new(reusable),
+        tls: tls_handles,
+        metrics,
+        phase,
+        admin_phase,
+        listeners,
+        admin_listener,
+        workers: threads,
+        draining,
+    })
+}
+
+/// The sockets of every listener, bound before anything serves.
+struct Bound {
+    /// Per gateway listener, one socket per worker.
+    gateway: Vec<Vec<std::net::TcpListener>>,
+    aws: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+}
+
+/// Binds every listener; an address in use is reported with its key.
+fn bind_all(config: &Config, workers: usize) -> Result<Bound, StartError> {
+    let mut gateway = Vec::new();
+    let mut problems = Vec::new();
+    for l in &config.listen.gateway {
+        match server::bind(l.bind, workers) {
+            Ok(sockets) => gateway.push(sockets),
+            Err(e) => {
+                problems
+                    .push(Problem::at_value(l.key.key("bind"), format!("cannot listen on {}: {e}", l.bind)));
+                gateway.push(Vec::new());
+            }
+        }
+    }
+    let aws = match &config.listen.aws {
+        None => Vec::new(),
+        Some(a) => match server::bind(a.bind, workers) {
+            Ok(s) => s,
+            Err(e) => {
+                let key = KeyPath::root().key("listen").key("aws").key("bind");
+                problems.push(Problem::at_value(key, format!("cannot listen on {}: {e}", a.bind)));
+                Vec::new()
+            }
+        },
+    };
+    let admin = match config.listen.admin {
+        None => None,
+        Some(addr) => match server::bind(addr, 1) {
+            Ok(mut s) => s.pop(),
+            Err(e) => {
+                let key = KeyPath::root().key("listen").key("admin").key("bind");
+                problems.push(Problem::at_value(key, format!("cannot listen on {addr}: {e}")));
+                None
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(StartError::Unavailable(config.error(problems)));
+    }
+    Ok(Bound { gateway, aws, admin })
+}
+
+/// A worker's sockets: each with its listener and what it serves.
+type WorkerSockets = Vec<(Arc<Listener>, std::net::TcpListener, Served)>;
+
+/// Starts one data-plane thread per entry of `sockets` (see
+/// [`crate::worker`]), each serving its sockets on its own runtime until
+/// the phase says stop; returns once every worker serves.
+async fn spawn_workers(
+    config: &Config,
+    sockets: Vec<WorkerSockets>,
+    gateway: &GatewayLayers,
+    aws_service: &Option<AwsService<SqliteStorage>>,
+    phase: &watch::Sender<Phase>,
+    phase_rx: &watch::Receiver<Phase>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let mut threads = Vec::new();
     let mut ready = Vec::new();
     for (index, worker_sockets) in sockets.into_iter().enumerate() {
@@ -474,63 +586,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
             return Err(StartError::Unavailable(config.error(vec![Problem::at_value(KeyPath::root(), e)])));
         }
     }
-
-    let draining = Arc::new(AtomicBool::new(false));
-    let readiness = Readiness {
-        listening: Arc::new(AtomicBool::new(false)),
-        draining: draining.clone(),
-        upstreams: upstreams.clone(),
-        providers: providers.clone(),
-    };
-    registry.register_collector(Box::new(ListenerCollector { listeners: stats }));
-    registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
-    if let Some(engine) = &queues {
-        registry.register_collector(Box::new(QueueCollector::new(engine.clone())));
-        spawn_count_refresher(engine);
-    }
-    let mut admin_listener = None;
-    let admin_addr = match admin_socket {
-        None => None,
-        Some(socket) => {
-            let addr = socket.local_addr().ok();
-            let admin = AdminService::new(Arc::new(registry), readiness.clone());
-            let listener = Listener::new(
-                addr.unwrap_or(([127, 0, 0, 1], 0).into()),
-                ListenerSpec {
-                    tls: None,
-                    limits: Default::default(),
-                    workers: 0,
-                    balance: ConnectionBalance::Kernel,
-                },
-            );
-            listener.serve(socket, move |_: ConnInfo| admin.clone(), admin_phase_rx).map_err(|e| {
-                StartError::Unavailable(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
-            })?;
-            admin_listener = Some(listener);
-            addr
-        }
-    };
-    readiness.listening.store(true, Ordering::Relaxed);
-
-    Ok(Gatehouse {
-        gateway_addrs: config.listen.gateway.iter().zip(&listeners).map(|(_, l)| l.local_addr).collect(),
-        admin_addr,
-        aws_addr,
-        queues,
-        config: ArcSwap::new(config),
-        table,
-        upstreams,
-        providers,
-        reusable: Mutex::new(reusable),
-        tls: tls_handles,
-        metrics,
-        phase,
-        admin_phase,
-        listeners,
-        admin_listener,
-        workers: threads,
-        draining,
-    })
+    Ok(threads)
 }
 
 impl Gatehouse {
