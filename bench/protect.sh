@@ -16,9 +16,11 @@
 # script, their fair baseline.
 #
 # Then: RSS after 1,000,000 requests with distinct throttle keys (max_keys
-# 100,000), against RSS before.
+# 100,000; 1/min with bursts of 1000, so every bucket stays busy and the cap,
+# not the idle sweep, bounds them), against RSS before.
 #
 #   bench/protect.sh                    # RUNS=3 DURATION=5s CONNS=64
+#   NO_BUILD=1 bench/protect.sh         # with the release binaries as they are
 #
 # Targets (issue 15): d keeps >= 90% of a's requests/s and >= 1.0x nginx.
 # Installs wrk and nginx from Debian if missing. Release build.
@@ -41,7 +43,7 @@ ADMIN_PORT=${ADMIN_PORT:-19983}
 need wrk wrk
 need nginx nginx
 
-cargo build --release --quiet --bin gatehouse --example upstream --example mint-token
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin gatehouse --example upstream --example mint-token
 . bench/work.sh
 
 wait_for() { # url
@@ -80,7 +82,7 @@ routes:
   - { name: c1, path: /c1/*, strip_prefix: /c1, upstream: static, auth: demo }
   - { name: c2, path: /c2/*, strip_prefix: /c2, upstream: static, auth: demo }
   - { name: d, path: /d/*, strip_prefix: /d, upstream: static, auth: demo, throttle: { $open } }
-  - { name: flood, path: /flood/*, strip_prefix: /flood, upstream: static, throttle: { $open, key: "header:x-key" } }
+  - { name: flood, path: /flood/*, strip_prefix: /flood, upstream: static, throttle: { rate: 1/min, burst: 1000, key: "header:x-key" } }
 EOF
 ./target/release/gatehouse serve --config "$work/routes.yaml" >"$work/gatehouse.log" 2>&1 &
 gh_pid=$!
@@ -101,10 +103,12 @@ request = function()
     return wrk.format(nil, nil, { [header] = prefix .. v })
 end
 EOF
+# Every key distinct: a counter per wrk thread, prefixed with the thread's
+# number (set as a global in the thread's own Lua state).
 cat >"$work/flood.lua" <<'EOF'
+local made = 0
+setup = function(thread) made = made + 1; thread:set("id", made) end
 local counter = 0
-local id = 0
-setup = function(thread) id = id + 1; thread:set("id", id) end
 request = function()
     counter = counter + 1
     return wrk.format(nil, nil, { ["x-key"] = id .. "-" .. counter })
@@ -193,8 +197,9 @@ while [ "$requests" -lt "$FLOOD" ]; do
     requests=$((requests + done_now))
 done
 after=$(rss_kb)
-keys=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^gatehouse_throttle_keys\{route="flood"/ { print $2 }')
-evicted=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^gatehouse_throttle_evictions_total\{route="flood".*capacity/ { print $2 }')
+metrics=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")
+keys=$(echo "$metrics" | awk '/^gatehouse_throttle_keys\{route="flood"/ { print $2 }')
+evicted=$(echo "$metrics" | awk '/^gatehouse_throttle_evictions_total\{route="flood".*capacity/ { print $2 }')
 awk -v b="$before" -v a="$after" -v r="$requests" -v k="$keys" -v e="$evicted" 'BEGIN {
     printf "requests %d, keys held %d, evicted for capacity %d\n", r, k, e
     printf "RSS before %.1f MB, after %.1f MB (+%.1f MB)\n", b / 1024, a / 1024, (a - b) / 1024
