@@ -7,7 +7,8 @@
 #
 # ACCESS_LOG is true or false; LISTEN_KEYS are added to the gateway
 # listener (", connection_balance: kernel"); each TOP_LEVEL line goes to the
-# top level ("workers: 1").
+# top level ("workers: 1"). ROUTE_KEYS, if set, are added to the route
+# (", auth: demo").
 gatehouse_proxy_conf() {
     local file=$1 port=$2 upstream=$3 access=$4 listen=${5:-}
     shift 4
@@ -22,7 +23,7 @@ log: { access: $access, level: warn }
 upstreams:
   static: { targets: ["http://127.0.0.1:$upstream"] }
 routes:
-  - { name: all, path: /*, upstream: static }
+  - { name: all, path: /*, upstream: static${ROUTE_KEYS:-} }
 EOF
         if [ $# -gt 0 ]; then printf '%s\n' "$@"; fi
     } >"$file"

@@ -173,17 +173,20 @@ for round in $(seq "$RUNS"); do
 done
 
 echo
-a=$(median <"$work/a.rps")
-alua=$(median <"$work/a-lua.rps")
-n=$(median <"$work/nginx.rps")
+# Ratios taken within each round (the variants measured back to back),
+# then their median: less exposed to this machine's load drifting between
+# rounds than the ratio of the medians.
+ratio() { # variant base
+    paste "$work/$1.rps" "$work/$2.rps" | awk '{ printf "%.4f\n", $1 / $2 }' | median
+}
 printf '%-8s %12s %10s %8s %8s\n' variant "req/s" "p99 ms" "vs a" "vs nginx"
 for v in $variants; do
-    r=$(median <"$work/$v.rps")
-    base=$a
-    case $v in b2 | c2) base=$alua ;; esac
-    awk -v v="$v" -v r="$r" -v p="$(median <"$work/$v.p99")" -v b="$base" -v n="$n" \
-        'BEGIN { printf "%-8s %12.0f %10.3f %7.2fx %7.2fx\n", v, r, p, r / b, r / n }'
+    base=a
+    case $v in b2 | c2) base=a-lua ;; esac
+    printf '%-8s %12s %10s %7.2fx %7.2fx\n' "$v" "$(median <"$work/$v.rps")" "$(median <"$work/$v.p99")" \
+        "$(ratio "$v" "$base")" "$(ratio "$v" nginx)"
 done
+echo "(medians over rounds; ratios are medians of per-round ratios)"
 echo "(b2 and c2 are compared with a-lua, route a under the same wrk script)"
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$gh_pid/status"; }

@@ -10,6 +10,9 @@
 #   bench/proxy-instructions.sh                  # gatehouse, release build
 #   PROFILE=quick bench/proxy-instructions.sh    # faster to build, not for records
 #   PEER=nginx bench/proxy-instructions.sh       # nginx, counted the same way
+#   PROTECT=throttle bench/proxy-instructions.sh # the route throttled (admitting all),
+#   PROTECT=jwt ...                              # or with RS256 JWT (one token, cached),
+#   PROTECT=both ...                             # or both, as bench/protect.sh's b1, c1, d
 #
 # nginx runs with one worker and no master process, configured as in
 # bench/proxy.sh (bench/nginx-proxy.sh). KEEP=path keeps the callgrind output.
@@ -37,8 +40,19 @@ need wrk wrk
 need valgrind valgrind
 if [ "$PEER" = nginx ]; then need nginx nginx; fi
 
-cargo build --profile "$PROFILE" --quiet --bin gatehouse --example upstream
+cargo build --profile "$PROFILE" --quiet --bin gatehouse --example upstream --example mint-token
 dir=target/$PROFILE
+open_limit=", throttle: { rate: 1000000/s, burst: 1000000 }"
+jwt_top="auth: { jwt: { demo: { issuer: https://id.example.test/, audiences: [orders-api], jwks_file: $PWD/examples/jwt/jwks.json } } }"
+case ${PROTECT:-none} in
+    none) ;;
+    throttle) ROUTE_KEYS=$open_limit ;;
+    jwt) ROUTE_KEYS=", auth: demo" TOP=$jwt_top ;;
+    both) ROUTE_KEYS=", auth: demo$open_limit" TOP=$jwt_top ;;
+    *) echo "PROTECT is none, throttle, jwt or both" >&2; exit 64 ;;
+esac
+export ROUTE_KEYS
+case ${PROTECT:-none} in jwt | both) WRK_HEADER="Authorization: Bearer $("$dir/examples/mint-token")" ;; esac
 before_cleanup() { if [ -n "${KEEP:-}" ]; then cp "$work/cg.out" "$KEEP"; fi; }
 . bench/work.sh
 
@@ -50,7 +64,7 @@ if [ "$PEER" = nginx ]; then
         "worker_processes 1;" "master_process off;"
     "${callgrind[@]}" nginx -c "$work/nginx.conf" -p "$work" >"$work/proxy.log" 2>&1 &
 else
-    gatehouse_proxy_conf "$work/routes.yaml" "$PROXY_PORT" "$UPSTREAM_PORT" false "" "workers: 1"
+    gatehouse_proxy_conf "$work/routes.yaml" "$PROXY_PORT" "$UPSTREAM_PORT" false "" "workers: 1" "${TOP:-}"
     "${callgrind[@]}" "$dir/gatehouse" serve --config "$work/routes.yaml" >"$work/proxy.log" 2>&1 &
 fi
 vg=$!
@@ -60,9 +74,11 @@ for _ in $(seq 300); do
     curl -fs -o /dev/null "$url" && break
     sleep 0.1
 done
-wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null
+headers=()
+if [ -n "${WRK_HEADER:-}" ]; then headers=(-H "$WRK_HEADER"); fi
+wrk -t1 -c"$CONNS" -d2s "${headers[@]}" "$url" >/dev/null
 callgrind_control -i on "$vg" >/dev/null
-requests=$(wrk -t1 -c"$CONNS" -d"$DURATION" "$url" | awk '/requests in/ { print $1 }')
+requests=$(wrk -t1 -c"$CONNS" -d"$DURATION" "${headers[@]}" "$url" | awk '/requests in/ { print $1 }')
 callgrind_control -i off "$vg" >/dev/null
 # Both write their profile when they stop: nginx on QUIT, gatehouse on INT.
 if [ "$PEER" = nginx ]; then kill -QUIT "$vg"; else kill -INT "$vg"; fi

@@ -127,6 +127,9 @@ impl Rules {
 
     /// The route's scopes and claim values, held against `claims`.
     fn check(&self, claims: &Claims) -> Result<(), AuthError> {
+        if self.scopes.is_empty() && self.claims.is_empty() {
+            return Ok(());
+        }
         let granted = scopes_of(claims);
         let missing: Vec<&str> =
             self.scopes.iter().filter(|s| !granted.contains(&s.as_str())).map(String::as_str).collect();

@@ -115,11 +115,12 @@ impl Provider {
             Ok(parts) => parts,
             Err(e) => return Verified::Refused(e),
         };
-        let Some(keys) = self.keys.load_full() else { return Verified::NoKeys };
+        let guard = self.keys.load();
+        let Some(keys) = guard.as_ref() else { return Verified::NoKeys };
         let now = now_secs();
-        let digest = cache::digest(token);
+        let cache_key = self.cache.key(token);
         let present = |kid: Option<&str>| kid.is_none_or(|k| keys.has(k));
-        if let Some(claims) = self.cache.get(&digest, now, present) {
+        if let Some(claims) = self.cache.get(cache_key, token, now, present) {
             return Verified::Claims(claims);
         }
         let jose = match token::check_header(header, &self.config.algorithms) {
@@ -130,7 +131,7 @@ impl Provider {
         let mut refusal = None;
         for key in keys.candidates(jose.kid.as_deref(), alg) {
             match jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validations[&jose.alg]) {
-                Ok(data) => return self.accept(digest, data.claims, key.kid.clone(), now),
+                Ok(data) => return self.accept((cache_key, token), data.claims, key.kid.clone(), now),
                 Err(e) => {
                     let signature_failed = matches!(e.kind(), ErrorKind::InvalidSignature);
                     // A claim problem found after a good signature is the
@@ -155,7 +156,13 @@ impl Provider {
     }
 
     /// The last checks jsonwebtoken does not make, then into the cache.
-    fn accept(&self, digest: [u8; 32], claims: Claims, kid: Option<String>, now: u64) -> Verified {
+    fn accept(
+        &self,
+        (cache_key, token): (u64, &str),
+        claims: Claims,
+        kid: Option<String>,
+        now: u64,
+    ) -> Verified {
         let leeway = self.config.leeway.as_secs();
         if let Some(iat) = claims.get("iat") {
             match iat.as_u64() {
@@ -171,7 +178,7 @@ impl Provider {
         // `exp` is required and checked by jsonwebtoken.
         let exp = claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(now);
         let claims = Arc::new(claims);
-        self.cache.insert(digest, claims.clone(), kid, exp.saturating_add(leeway), now);
+        self.cache.insert(cache_key, token, claims.clone(), kid, exp.saturating_add(leeway), now);
         Verified::Claims(claims)
     }
 

@@ -33,7 +33,11 @@ pub fn extract<'a>(headers: &'a HeaderMap, from: &TokenSource) -> Result<&'a str
             if values.next().is_some() {
                 return Err(invalid("more than one Authorization header"));
             }
-            let v = v.to_str().map_err(|_| invalid("the Authorization header is not text"))?;
+            // `from_utf8` checks ASCII in wide steps, `to_str` byte by byte:
+            // a token is hundreds of bytes, on every request. (Header values
+            // never hold control characters; non-ASCII fails base64 later.)
+            let v = std::str::from_utf8(v.as_bytes())
+                .map_err(|_| invalid("the Authorization header is not text"))?;
             let (scheme, rest) =
                 v.split_once(' ').ok_or_else(|| invalid("expected `Authorization: Bearer <token>`"))?;
             if !scheme.eq_ignore_ascii_case("bearer") {
@@ -44,7 +48,9 @@ pub fn extract<'a>(headers: &'a HeaderMap, from: &TokenSource) -> Result<&'a str
         }
         TokenSource::Header(name) => {
             let v = headers.get(name.as_str()).ok_or(TokenError::Missing)?;
-            v.to_str().map(str::trim).map_err(|_| invalid(format!("the {name} header is not text")))
+            std::str::from_utf8(v.as_bytes())
+                .map(str::trim)
+                .map_err(|_| invalid(format!("the {name} header is not text")))
         }
         TokenSource::Cookie(name) => {
             for v in headers.get_all(COOKIE) {

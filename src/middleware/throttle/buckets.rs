@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::RandomState;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,7 +142,8 @@ where
     }
 }
 
-/// A bucket: governor's theoretical arrival time, and when it was last used.
+/// A bucket: governor's theoretical arrival time, and when it was last used
+/// (the shard's use count then: least recently used is lowest).
 struct Slot {
     tat: u64,
     used: u64,
@@ -150,8 +151,15 @@ struct Slot {
 
 struct Shard {
     map: HashMap<BucketKey, Slot, RandomState>,
+    /// Uses of the shard so far: the LRU order, and how often the clock is
+    /// read for a sweep.
+    uses: u64,
     last_sweep: u64,
 }
+
+/// A shard looks at the clock (to see if a sweep is due) once per this
+/// many uses, not on every request.
+const SWEEP_CHECK_EVERY: u64 = 256;
 
 /// A governor [`StateStore`] that holds at most `max_keys` buckets. Full
 /// buckets (whose arrival time has passed) are worth nothing and are swept
@@ -167,7 +175,6 @@ impl<C: Clock> Clone for BoundedStore<C> {
 
 pub struct Store<C: Clock> {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
     per_shard: usize,
     clock: C,
     start: C::Instant,
@@ -182,9 +189,8 @@ impl<C: Clock> BoundedStore<C> {
         let start = clock.now();
         Self(Arc::new(Store {
             shards: (0..shards)
-                .map(|_| Mutex::new(Shard { map: HashMap::default(), last_sweep: 0 }))
+                .map(|_| Mutex::new(Shard { map: HashMap::default(), uses: 0, last_sweep: 0 }))
                 .collect(),
-            hasher: RandomState::new(),
             per_shard,
             clock,
             start,
@@ -230,7 +236,8 @@ impl<C: Clock> Store<C> {
 
     /// Makes room in a full shard: evicts an eighth of it, idle buckets
     /// first, then the least recently used (amortised O(1) per new key).
-    fn evict(&self, shard: &mut Shard, now: u64) {
+    fn evict(&self, shard: &mut Shard) {
+        let now = self.now();
         let n = (shard.map.len() / 8).max(1);
         // Idle buckets rank first (`false` < `true`), then by last use.
         let rank = |s: &Slot| (s.tat > now, s.used);
@@ -266,23 +273,27 @@ impl<C: Clock> StateStore for BoundedStore<C> {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let store = &*self.0;
-        let shard = &store.shards[(store.hasher.hash_one(key) as usize) % store.shards.len()];
+        let shard = &store.shards[key.spread() % store.shards.len()];
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let now = store.now();
-        if now.saturating_sub(shard.last_sweep) >= SWEEP_EVERY.as_nanos() as u64 {
-            store.sweep_idle(&mut shard, now);
+        shard.uses += 1;
+        let used = shard.uses;
+        if used.is_multiple_of(SWEEP_CHECK_EVERY) {
+            let now = store.now();
+            if now.saturating_sub(shard.last_sweep) >= SWEEP_EVERY.as_nanos() as u64 {
+                store.sweep_idle(&mut shard, now);
+            }
         }
         if let Some(slot) = shard.map.get_mut(key) {
             let (out, tat) = f(Some(Nanos::from(slot.tat)))?;
             slot.tat = tat.into();
-            slot.used = now;
+            slot.used = used;
             return Ok(out);
         }
         let (out, tat) = f(None)?;
         if shard.map.len() >= store.per_shard {
-            store.evict(&mut shard, now);
+            store.evict(&mut shard);
         }
-        shard.map.insert(key.clone(), Slot { tat: tat.into(), used: now });
+        shard.map.insert(key.clone(), Slot { tat: tat.into(), used });
         store.held.fetch_add(1, Ordering::Relaxed);
         store.metrics.keys.inc();
         Ok(out)

@@ -28,6 +28,25 @@ pub enum BucketKey {
 pub const INLINE_TEXT: usize = 64;
 
 impl BucketKey {
+    /// A cheap spread of the key over a store's shards. Not a defence
+    /// against chosen keys (the shard's map hashes with a random key for
+    /// that); a client that picks keys for one shard only contends there.
+    pub fn spread(&self) -> usize {
+        let mix = |x: u64| (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+        match self {
+            BucketKey::Anonymous => 0,
+            BucketKey::Ip(IpAddr::V4(v4)) => mix(u64::from(u32::from(*v4))),
+            BucketKey::Ip(IpAddr::V6(v6)) => mix((u128::from(*v6) >> 64) as u64),
+            BucketKey::Text(t) => {
+                let tail = &t[t.len().saturating_sub(8)..];
+                let mut buf = [0u8; 8];
+                buf[..tail.len()].copy_from_slice(tail);
+                mix(u64::from_le_bytes(buf) ^ t.len() as u64)
+            }
+            BucketKey::Digest(d) => mix(u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))),
+        }
+    }
+
     fn text(value: &[u8]) -> BucketKey {
         if value.len() <= INLINE_TEXT {
             BucketKey::Text(value.into())

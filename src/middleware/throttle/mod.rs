@@ -132,22 +132,26 @@ fn ceil_secs(d: Duration) -> u64 {
 
 /// What the limits of one layer said about a request.
 struct Counted {
-    /// `RateLimit` entries, one per limit asked.
-    entries: Vec<String>,
+    /// The `RateLimit` field, one entry per limit asked.
+    ratelimit: String,
     /// The limit that refused, and its wait.
     refused: Option<(usize, Duration)>,
 }
 
 impl Counted {
+    fn new() -> Self {
+        Self { ratelimit: String::with_capacity(48), refused: None }
+    }
+
     fn add(&mut self, limits: &Limits, i: usize, v: Verdict) -> bool {
+        use std::fmt::Write;
         let l = &limits.list[i];
         let t = ceil_secs(v.reset);
-        self.entries.push(format!(
-            "\"{}\";r={};t={}",
-            l.name,
-            v.remaining,
-            if v.allowed { t } else { t.max(1) }
-        ));
+        let t = if v.allowed { t } else { t.max(1) };
+        if !self.ratelimit.is_empty() {
+            self.ratelimit.push_str(", ");
+        }
+        let _ = write!(self.ratelimit, "\"{}\";r={};t={t}", l.name, v.remaining);
         if !v.allowed {
             l.throttled.inc();
             self.refused = Some((i, v.reset));
@@ -155,19 +159,21 @@ impl Counted {
         v.allowed
     }
 
-    fn ratelimit(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&self.entries.join(", ")).ok()
+    /// The `RateLimit` field (limit names are tokens, the rest digits).
+    fn into_ratelimit(self) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(self.ratelimit)).ok()
     }
 
     fn into_error(self, limits: &Limits) -> Option<BoxHttpError> {
         let (i, wait) = self.refused?;
+        let limit = limits.list[i].name.clone();
         let retry_after = ceil_secs(wait).max(1);
         let mut headers = vec![(RETRY_AFTER, HeaderValue::from(retry_after))];
         headers.push((RATELIMIT_POLICY, limits.policy.clone()));
-        if let Some(v) = self.ratelimit() {
+        if let Some(v) = self.into_ratelimit() {
             headers.push((RATELIMIT, v));
         }
-        Some(Box::new(Throttled { limit: limits.list[i].name.clone(), retry_after, headers }))
+        Some(Box::new(Throttled { limit, retry_after, headers }))
     }
 }
 
@@ -189,7 +195,7 @@ where
 
     fn call(&mut self, ex: Exchange) -> Self::Future {
         let limits = &*self.limits;
-        let mut counted = Counted { entries: Vec::with_capacity(limits.list.len()), refused: None };
+        let mut counted = Counted::new();
         for (i, l) in limits.list.iter().enumerate() {
             let key = BucketKey::of(&l.key, &ex, &limits.trusted_proxies);
             match l.buckets.take(key) {
@@ -206,7 +212,7 @@ where
                 }
             }
         }
-        let headers = counted.ratelimit().map(|r| Box::new((limits.policy.clone(), r)));
+        let headers = counted.into_ratelimit().map(|r| Box::new((limits.policy.clone(), r)));
         ThrottleFuture::Admitted { inner: self.inner.call(ex), headers }
     }
 }
@@ -250,7 +256,7 @@ where
             }
         }
         let mut resp = svc.inner.call(ex).await?;
-        if let Some(r) = counted.ratelimit() {
+        if let Some(r) = counted.into_ratelimit() {
             resp.headers_mut().append(RATELIMIT_POLICY, limits.policy.clone());
             resp.headers_mut().append(RATELIMIT, r);
         }
