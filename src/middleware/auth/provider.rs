@@ -111,18 +111,22 @@ impl Provider {
 
     /// Verifies `token` (from the cache when it was verified before).
     pub fn verify(&self, token: &str) -> Verified {
-        let [header, _, _] = match token::split(token) {
-            Ok(parts) => parts,
-            Err(e) => return Verified::Refused(e),
-        };
+        if let Err(e) = token::check_size(token) {
+            return Verified::Refused(e);
+        }
         let guard = self.keys.load();
         let Some(keys) = guard.as_ref() else { return Verified::NoKeys };
         let now = now_secs();
+        // A token in the cache was taken apart and verified before.
         let cache_key = self.cache.key(token);
         let present = |kid: Option<&str>| kid.is_none_or(|k| keys.has(k));
         if let Some(claims) = self.cache.get(cache_key, token, now, present) {
             return Verified::Claims(claims);
         }
+        let [header, _, _] = match token::split(token) {
+            Ok(parts) => parts,
+            Err(e) => return Verified::Refused(e),
+        };
         let jose = match token::check_header(header, &self.config.algorithms) {
             Ok(h) => h,
             Err(e) => return Verified::Refused(e),

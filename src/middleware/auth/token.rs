@@ -80,14 +80,20 @@ pub fn b64(part: &str) -> Result<Vec<u8>, TokenError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| invalid("malformed base64url"))
 }
 
-/// The three parts of a compact JWS, or why it is not one.
-pub fn split(token: &str) -> Result<[&str; 3], TokenError> {
+/// An empty token is none; one over [`MAX_TOKEN`] is refused unread.
+pub fn check_size(token: &str) -> Result<(), TokenError> {
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
     if token.len() > MAX_TOKEN {
         return Err(invalid(format!("the token is larger than {MAX_TOKEN} bytes")));
     }
+    Ok(())
+}
+
+/// The three parts of a compact JWS, or why it is not one.
+pub fn split(token: &str) -> Result<[&str; 3], TokenError> {
+    check_size(token)?;
     let mut parts = token.split('.');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() => Ok([h, p, s]),

@@ -125,6 +125,20 @@ impl HttpError for Throttled {
     }
 }
 
+fn push_number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+}
+
 /// Whole seconds, rounded up (`RateLimit`'s `t`, `Retry-After`).
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -144,14 +158,21 @@ impl Counted {
     }
 
     fn add(&mut self, limits: &Limits, i: usize, v: Verdict) -> bool {
-        use std::fmt::Write;
         let l = &limits.list[i];
         let t = ceil_secs(v.reset);
         let t = if v.allowed { t } else { t.max(1) };
-        if !self.ratelimit.is_empty() {
-            self.ratelimit.push_str(", ");
+        let out = &mut self.ratelimit;
+        if !out.is_empty() {
+            out.push_str(", ");
         }
-        let _ = write!(self.ratelimit, "\"{}\";r={};t={t}", l.name, v.remaining);
+        // `"NAME";r=R;t=T`, without the formatting machinery (every
+        // throttled request renders it).
+        out.push('"');
+        out.push_str(&l.name);
+        out.push_str("\";r=");
+        push_number(out, u64::from(v.remaining));
+        out.push_str(";t=");
+        push_number(out, t);
         if !v.allowed {
             l.throttled.inc();
             self.refused = Some((i, v.reset));
@@ -306,6 +327,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_render_in_decimal() {
+        for n in [0, 7, 10, 999, 1_000_000, u64::MAX] {
+            let mut s = String::from("x");
+            push_number(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
 
     #[test]
     fn waits_round_up_to_whole_seconds() {
