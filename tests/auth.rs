@@ -506,10 +506,10 @@ async fn a_reload_swaps_providers_without_dropping_connections() {
     let c = client();
     let bob = mint(KEY_B, "b", &claims("bob", json!({})));
     assert_eq!(c.get(&url).bearer_auth(&bob).send().await.unwrap().status(), 401);
-    // New keys in a new file: the next request on the same pooled
-    // connection uses them.
-    std::fs::write(gw.path("jwks2.json"), jwks(&[(KEY_B, "b")])).unwrap();
-    let yaml = std::fs::read_to_string(gw.path("routes.yaml")).unwrap().replace("jwks.json", "jwks2.json");
+    // New keys in the same file, and a reload (SIGHUP): the next request
+    // on the same pooled connection uses them.
+    std::fs::write(gw.path("jwks.json"), jwks(&[(KEY_B, "b")])).unwrap();
+    let yaml = std::fs::read_to_string(gw.path("routes.yaml")).unwrap();
     gw.reload(&yaml).await.unwrap();
     assert_eq!(c.get(&url).bearer_auth(&bob).send().await.unwrap().status(), 200);
     let alice = mint(KEY_A, "a", &claims("alice", json!({})));

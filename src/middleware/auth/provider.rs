@@ -294,8 +294,9 @@ fn describe(kind: &ErrorKind) -> String {
     }
 }
 
-/// The providers of a config, reusing those of `previous` whose
-/// configuration did not change (their keys and cache are kept).
+/// The providers of a config, reusing those of `previous` that fetch their
+/// keys (`jwks_url`) and whose configuration did not change: their keys
+/// and cache are kept.
 pub fn build_all(
     configs: &[JwtProviderConfig],
     previous: Option<&std::collections::BTreeMap<String, Arc<Provider>>>,
@@ -304,7 +305,10 @@ pub fn build_all(
 ) -> std::collections::BTreeMap<String, Arc<Provider>> {
     let mut out = std::collections::BTreeMap::new();
     for c in configs {
-        if let Some(p) = previous.and_then(|p| p.get(&c.name)).filter(|p| p.config == *c) {
+        // A fetched key set is kept across a reload; files are read again
+        // (a reload is how new keys on disk are taken up).
+        let fetched = matches!(c.keys, JwtKeys::JwksUrl(_));
+        if let Some(p) = previous.and_then(|p| p.get(&c.name)).filter(|p| fetched && p.config == *c) {
             out.insert(c.name.clone(), p.clone());
             continue;
         }
