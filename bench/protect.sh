@@ -46,15 +46,6 @@ need nginx nginx
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin gatehouse --example upstream --example mint-token
 . bench/work.sh
 
-wait_for() { # url
-    for _ in $(seq 100); do
-        curl -fs -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "not answering: $1" >&2
-    exit 1
-}
-
 ./target/release/examples/upstream --port "$UPSTREAM_PORT" --name static >/dev/null &
 pids+=($!)
 nginx_proxy_conf "$work/nginx.conf" "$work" "$NGINX_PORT" "$UPSTREAM_PORT" "access_log off;" "worker_processes auto;"
@@ -152,8 +143,6 @@ run() { # variant
         nginx) measure "http://127.0.0.1:$NGINX_PORT/healthz" ;;
     esac
 }
-
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 variants="a a-lua b1 b2 c1 c2 d nginx"
 # Warm up: pools, the token cache, every key and token seen once.

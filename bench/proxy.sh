@@ -34,15 +34,6 @@ need nginx nginx
 cargo build --release --quiet --bin gatehouse --example upstream
 . bench/work.sh
 
-wait_for() { # url
-    for _ in $(seq 100); do
-        curl -fs -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "not answering: $1" >&2
-    exit 1
-}
-
 ./target/release/examples/upstream --port "$UPSTREAM_PORT" --name static >/dev/null &
 pids+=($!)
 
@@ -78,8 +69,6 @@ measure() { # port
             printf "%.0f %.3f\n", rps, p99
         }'
 }
-
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # Warm up every path (connection pools, caches).
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$GATEHOUSE_PORT"; do

@@ -1,4 +1,4 @@
-# Sourced by the proxy bench scripts: a scratch directory `$work` and the
+# Sourced by the proxy bench scripts: `wait_for` and `median`, a scratch directory `$work` and the
 # background processes in `pids`, all gone when the script exits (nginx by
 # its pid file in `$work`, as bench/nginx-proxy.sh writes it). A script that
 # defines `before_cleanup` has it run first (to keep an output file, say).
@@ -12,3 +12,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# Waits until URL answers (10 s at most).
+wait_for() { # url
+    for _ in $(seq 100); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "not answering: $1" >&2
+    exit 1
+}
+
+# The median of the numbers on standard input, one per line.
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }

@@ -8,9 +8,11 @@
 
 use std::sync::Arc;
 
-use http::Request;
+use http::{Request, Response};
+use tower::Service;
 
-use crate::body::ClientBody;
+use crate::body::{ClientBody, GatewayBody};
+use crate::error::BoxHttpError;
 use crate::server::ConnInfo;
 
 /// A verified token's claims (the JSON object of its payload).
@@ -49,4 +51,23 @@ pub fn claim_text(claims: &Claims, name: &str) -> Option<String> {
         v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Some(v.to_string()),
         _ => None,
     }
+}
+
+/// What a route's stack is made of: a service that takes an exchange and
+/// answers a response or a typed error, cloned into each request's future
+/// (the layers' own services and the targets).
+pub trait ExchangeService:
+    Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ExchangeService for S where
+    S: Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
 }

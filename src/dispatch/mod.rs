@@ -26,7 +26,7 @@ use tower::Service;
 
 use crate::body::{ClientBody, GatewayBody};
 use crate::error::BoxHttpError;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, ExchangeService};
 use crate::middleware::access_log::RequestLog;
 use crate::middleware::metrics::RouteStats;
 use crate::routing::Routed;
@@ -50,30 +50,14 @@ trait CallRoute: Send + Sync {
     fn call(&self, exchange: Exchange) -> RouteFuture;
 }
 
-impl<S> CallRoute for S
-where
-    S: Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: ExchangeService + Sync> CallRoute for S {
     fn call(&self, exchange: Exchange) -> RouteFuture {
         Box::pin(Service::call(&mut self.clone(), exchange))
     }
 }
 
 impl RouteStack {
-    pub fn new<S>(service: S) -> Self
-    where
-        S: Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn new<S: ExchangeService + Sync>(service: S) -> Self {
         Self(Arc::new(service))
     }
 

@@ -11,17 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Response;
-use tower::{Layer, Service};
+use tower::Layer;
 
 use super::proxy::{ProxyRoute, ProxyTarget};
 use super::publish::{PublishTarget, Publisher};
 use super::respond::FixedAnswer;
 use super::RouteStack;
-use crate::body::GatewayBody;
 use crate::config::{Config, LimitConfig, RouteConfig, RouteTarget};
-use crate::error::BoxHttpError;
-use crate::exchange::Exchange;
+use crate::exchange::ExchangeService;
 use crate::middleware::auth::{AuthLayer, Provider, Rules};
 use crate::middleware::metrics::{EvictionLabel, HttpMetrics, LimitLabel};
 use crate::middleware::throttle::buckets::{Buckets, MemoryBuckets, StoreMetrics};
@@ -167,24 +164,10 @@ pub fn build(target: Target, layers: RouteLayers) -> RouteStack {
     }
 }
 
-/// The services a stack is made of.
-trait RouteService:
-    Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError, Future: Send + 'static>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
+/// The services a stack is made of (shared by the workers, hence `Sync`).
+trait RouteService: ExchangeService + Sync {}
 
-impl<S> RouteService for S where
-    S: Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError, Future: Send + 'static>
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl<S: ExchangeService + Sync> RouteService for S {}
 
 fn with_consumer_throttle<S: RouteService>(svc: S, mut layers: RouteLayers) -> RouteStack {
     match layers.consumer_throttle.take() {

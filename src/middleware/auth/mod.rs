@@ -33,7 +33,7 @@ use tower::{Layer, Service};
 use crate::body::GatewayBody;
 use crate::config::{RouteAuth, TokenSource};
 use crate::error::{BoxHttpError, HttpError};
-use crate::exchange::{claim_text, Claims, Exchange};
+use crate::exchange::{claim_text, Claims, Exchange, ExchangeService};
 pub use provider::{Provider, Verified};
 use token::TokenError;
 
@@ -258,8 +258,7 @@ type Answer = Result<Response<GatewayBody>, BoxHttpError>;
 
 impl<S> Service<Exchange> for Auth<S>
 where
-    S: Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: ExchangeService,
 {
     type Response = Response<GatewayBody>;
     type Error = BoxHttpError;
@@ -291,8 +290,7 @@ where
 /// (rate-limited) and verify once more.
 fn refetch<S>(mut auth: Auth<S>, mut ex: Exchange, kid: String) -> BoxFuture<'static, Answer>
 where
-    S: Service<Exchange, Response = Response<GatewayBody>, Error = BoxHttpError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: ExchangeService,
 {
     Box::pin(async move {
         let unknown = || AuthError::Invalid(format!("unknown key `{}`", token::printable(&kid)));

@@ -31,7 +31,7 @@ use tower::{Layer, Service};
 
 use crate::config::LimitKey;
 use crate::error::{BoxHttpError, HttpError};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, ExchangeService};
 use buckets::{Buckets, Take, Verdict};
 use key::BucketKey;
 
@@ -200,11 +200,7 @@ impl Counted {
 
 impl<S> Service<Exchange> for Throttle<S>
 where
-    S: Service<Exchange, Response = Response<crate::body::GatewayBody>, Error = BoxHttpError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ExchangeService,
 {
     type Response = S::Response;
     type Error = BoxHttpError;
@@ -253,11 +249,7 @@ fn remote<S>(
     rest: Remaining,
 ) -> BoxFuture<'static, Result<Response<crate::body::GatewayBody>, BoxHttpError>>
 where
-    S: Service<Exchange, Response = Response<crate::body::GatewayBody>, Error = BoxHttpError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ExchangeService,
 {
     Box::pin(async move {
         let limits = svc.limits.clone();
