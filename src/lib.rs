@@ -26,6 +26,7 @@
 //! `gatehouse check`.
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod aws;
 pub mod body;

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: gatehouse::alloc::Allocator = gatehouse::alloc::Allocator;
 
 /// Exit status for an invalid configuration (EX_USAGE, as linkerd does).
 const EXIT_BAD_CONFIG: u8 = 64;

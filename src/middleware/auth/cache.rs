@@ -34,7 +34,7 @@ pub struct CacheMetrics {
 }
 
 pub struct Entry {
-    token: Box<str>,
+    token: Box<[u8]>,
     pub claims: Arc<Claims>,
     pub kid: Option<String>,
     /// Seconds since the epoch; with leeway, the last second it is good.
@@ -62,8 +62,7 @@ impl TokenCache {
     }
 
     /// The cache key of `token`.
-    pub fn key(&self, token: &str) -> u64 {
-        let bytes = token.as_bytes();
+    pub fn key(&self, bytes: &[u8]) -> u64 {
         let mut h = self.hasher.build_hasher();
         h.write_usize(bytes.len());
         h.write(&bytes[bytes.len().saturating_sub(64)..]);
@@ -80,7 +79,7 @@ impl TokenCache {
     pub fn get(
         &self,
         key: u64,
-        token: &str,
+        token: &[u8],
         now: u64,
         key_present: impl Fn(Option<&str>) -> bool,
     ) -> Option<Arc<Claims>> {
@@ -105,7 +104,7 @@ impl TokenCache {
     pub fn insert(
         &self,
         key: u64,
-        token: &str,
+        token: &[u8],
         claims: Arc<Claims>,
         kid: Option<String>,
         good_until: u64,
@@ -166,7 +165,7 @@ mod tests {
     fn entries_expire_and_follow_their_key() {
         let metrics = CacheMetrics::default();
         let c = TokenCache::new(100, metrics.clone());
-        let t = "a.b.c";
+        let t = b"a.b.c".as_slice();
         let k = c.key(t);
         c.insert(k, t, claims(), Some("k1".into()), 100, 10);
         assert!(c.get(k, t, 50, |_| true).is_some());
@@ -183,10 +182,11 @@ mod tests {
         // Same length and last 64 bytes: the same key, not the same token.
         let tail = "s".repeat(64);
         let (good, forged) = (format!("aaa.{tail}"), format!("bbb.{tail}"));
-        assert_eq!(c.key(&good), c.key(&forged));
-        c.insert(c.key(&good), &good, claims(), None, 100, 10);
-        assert!(c.get(c.key(&forged), &forged, 50, |_| true).is_none());
-        assert!(c.get(c.key(&good), &good, 50, |_| true).is_some());
+        let (good, forged) = (good.as_bytes(), forged.as_bytes());
+        assert_eq!(c.key(good), c.key(forged));
+        c.insert(c.key(good), good, claims(), None, 100, 10);
+        assert!(c.get(c.key(forged), forged, 50, |_| true).is_none());
+        assert!(c.get(c.key(good), good, 50, |_| true).is_some());
     }
 
     #[test]
@@ -195,7 +195,8 @@ mod tests {
         let c = TokenCache::new(160, metrics.clone());
         for i in 0..5000u32 {
             let t = i.to_string();
-            c.insert(c.key(&t), &t, claims(), None, 1000, u64::from(i));
+            let t = t.as_bytes();
+            c.insert(c.key(t), t, claims(), None, 1000, u64::from(i));
         }
         assert!(metrics.entries.get() <= 160, "{}", metrics.entries.get());
         c.retain_keys(|_| false);

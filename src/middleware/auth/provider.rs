@@ -110,7 +110,7 @@ impl Provider {
     }
 
     /// Verifies `token` (from the cache when it was verified before).
-    pub fn verify(&self, token: &str) -> Verified {
+    pub fn verify(&self, token: &[u8]) -> Verified {
         if let Err(e) = token::check_size(token) {
             return Verified::Refused(e);
         }
@@ -123,6 +123,10 @@ impl Provider {
         if let Some(claims) = self.cache.get(cache_key, token, now, present) {
             return Verified::Claims(claims);
         }
+        let token = match token::as_text(token) {
+            Ok(text) => text,
+            Err(e) => return Verified::Refused(e),
+        };
         let [header, _, _] = match token::split(token) {
             Ok(parts) => parts,
             Err(e) => return Verified::Refused(e),
@@ -182,7 +186,7 @@ impl Provider {
         // `exp` is required and checked by jsonwebtoken.
         let exp = claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(now);
         let claims = Arc::new(claims);
-        self.cache.insert(cache_key, token, claims.clone(), kid, exp.saturating_add(leeway), now);
+        self.cache.insert(cache_key, token.as_bytes(), claims.clone(), kid, exp.saturating_add(leeway), now);
         Verified::Claims(claims)
     }
 
