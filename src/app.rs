@@ -33,13 +33,17 @@ use crate::admin::{
 };
 use crate::aws::{AwsService, Credentials};
 use crate::body::ClientBody;
-use crate::config::{Config, ConfigError, ConnectionBalance, EscapedSlashes, KeyPath, Problem, RouteTarget};
+use crate::config::waf as waf_config;
+use crate::config::{
+    Config, ConfigError, ConnectionBalance, EscapedSlashes, KeyPath, Problem, RouteTarget, RouteWaf,
+};
 use crate::dispatch::stack::{BucketStores, StackParts};
 use crate::dispatch::{Dispatch, RouteHandler};
 use crate::middleware::access_log::AccessLogLayer;
 use crate::middleware::auth::cache::CacheMetrics;
 use crate::middleware::auth::provider::{self, Provider};
 use crate::middleware::metrics::{HttpMetrics, ProviderLabel};
+use crate::middleware::waf::{Policy, RuleSet};
 use crate::proxy::Upstream;
 use crate::queue::storage::sqlite::{SqliteOptions, SqliteStorage};
 use crate::queue::storage::StorageError;
@@ -108,9 +112,11 @@ pub fn plan(
     let tls = plan_tls(&config, &mut problems);
     let upstreams = plan_upstreams(&config, previous, &mut problems);
     let providers = plan_providers(&config, previous, metrics, &mut problems);
+    let rule_set = plan_waf(&config, &mut problems);
     let mut parts = StackParts {
         upstreams: &upstreams,
         providers: &providers,
+        rule_set: rule_set.as_ref(),
         queues,
         metrics,
         previous_buckets: previous.map(|p| &p.buckets),
@@ -192,6 +198,49 @@ fn plan_providers(
         }
     };
     provider::build_all(&config.auth, previous.map(|p| &p.providers), provider_metrics, problems)
+}
+
+/// The WAF's rules, read from `waf.rules` and compiled, if the config has
+/// a `waf` section. Every route's exclusions must name rules or families
+/// the set has.
+fn plan_waf(config: &Config, problems: &mut Vec<Problem>) -> Option<Arc<RuleSet>> {
+    let top = config.waf.as_ref()?;
+    let specs = match waf_config::load_rules(&top.rules) {
+        Ok(specs) => specs,
+        Err(found) => {
+            problems.extend(found);
+            return None;
+        }
+    };
+    let set = match RuleSet::compile(specs) {
+        Ok(set) => set,
+        Err(e) => {
+            problems.push(Problem::at_value(top.at.key("rules"), e.to_string()));
+            return None;
+        }
+    };
+    for r in &config.routes {
+        let RouteWaf::Tuned(t) = &r.waf else { continue };
+        let refs = t.exclude.iter().enumerate().map(|(i, e)| (e, t.at.key("exclude").index(i)));
+        let arg_refs = t
+            .exclude_args
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (&e.rule, t.at.key("exclude_args").index(i).key("rule")));
+        for (rule, at) in refs.chain(arg_refs) {
+            if !Policy::knows(&set, rule) {
+                let what = match rule {
+                    waf_config::RuleRef::Id(id) => format!("no WAF rule has the id {id}"),
+                    waf_config::RuleRef::Family(f) => format!("no WAF rule is of the family `{f}`"),
+                };
+                problems.push(Problem::at_value(
+                    at,
+                    format!("{what} (rules are read from {})", top.rules.display()),
+                ));
+            }
+        }
+    }
+    Some(Arc::new(set))
 }
 
 /// The queues a config declares, as the engine takes them: dead-letter

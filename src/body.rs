@@ -102,7 +102,17 @@ pin_project! {
         timed_out: bool,
         // Shared with whoever asked to watch (see `ClientBody::watch`).
         progress: Option<std::sync::Arc<BodyProgress>>,
+        // What a layer read ahead (the WAF), handed on first (boxed: most
+        // bodies are never read ahead).
+        replay: Option<Box<Replay>>,
     }
+}
+
+/// Frames read off a body before its target reads it, to be read again.
+#[derive(Debug, Default)]
+struct Replay {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
 }
 
 /// Whether a request body is waiting on its client, for a deadline that is
@@ -151,7 +161,17 @@ impl crate::error::HttpError for BodyTimeout {
 
 impl ClientBody {
     pub fn new(inner: hyper::body::Incoming, deadline: Option<BodyDeadline>) -> Self {
-        Self { inner, deadline, timer: None, armed: false, timed_out: false, progress: None }
+        Self { inner, deadline, timer: None, armed: false, timed_out: false, progress: None, replay: None }
+    }
+
+    /// Puts back what was read off the body: its next frames are `data`,
+    /// then (if the body had ended) `trailers`, then whatever the client
+    /// still sends.
+    pub fn put_back(&mut self, data: Bytes, trailers: Option<http::HeaderMap>) {
+        let data = (!data.is_empty()).then_some(data);
+        if data.is_some() || trailers.is_some() {
+            self.replay = Some(Box::new(Replay { data, trailers }));
+        }
     }
 
     /// A handle that tells, while the body is read elsewhere, whether it is
@@ -170,6 +190,18 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if let Some(replay) = this.replay.as_mut() {
+            let frame = match replay.data.take() {
+                Some(data) => Some(Frame::data(data)),
+                None => replay.trailers.take().map(Frame::trailers),
+            };
+            if replay.data.is_none() && replay.trailers.is_none() {
+                *this.replay = None;
+            }
+            if let Some(frame) = frame {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+        }
         if *this.timed_out {
             return Poll::Ready(None);
         }
@@ -208,11 +240,18 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.timed_out || self.inner.is_end_stream()
+        self.replay.is_none() && (self.timed_out || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let ahead = self.replay.as_ref().and_then(|r| r.data.as_ref()).map_or(0, |d| d.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + ahead);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }
 

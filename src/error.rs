@@ -14,6 +14,12 @@ pub trait HttpError: std::error::Error + Send + Sync + 'static {
     /// A stable, machine-readable code (`route_not_found`, `upstream_timeout`).
     fn code(&self) -> &'static str;
 
+    /// Fields the JSON body carries besides `error`, `message` and
+    /// `request_id` (the rule ids of a WAF block, say).
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
+
     /// Extra headers the answer must carry (`Allow` for 405, say).
     fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         Vec::new()

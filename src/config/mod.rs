@@ -20,6 +20,7 @@ pub mod pattern;
 mod problem;
 pub mod queues;
 pub mod units;
+pub mod waf;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ pub use problem::{ConfigError, KeyPath, Problem};
 pub use queues::{
     AwsConfig, AwsListener, DeadLetter, MessageMapping, QueueConfig, StorageConfig, SyncMode, ValueSource,
 };
+pub use waf::{RouteWaf, WafConfig, WafMode};
 
 /// Defaults, in one place.
 pub mod defaults {
@@ -103,6 +105,8 @@ pub struct Config {
     pub throttle: Vec<LimitConfig>,
     /// JWT providers (`auth.jwt.NAME`), in file order.
     pub auth: Vec<JwtProviderConfig>,
+    /// The WAF's settings; without them no route is inspected.
+    pub waf: Option<WafConfig>,
 }
 
 impl Config {
@@ -391,6 +395,7 @@ pub struct RouteConfig {
     pub throttle: RouteThrottle,
     /// The token the route requires, if any.
     pub auth: Option<RouteAuth>,
+    pub waf: RouteWaf,
     pub key: KeyPath,
 }
 
@@ -481,9 +486,10 @@ const TOP_KEYS: &[&str] = &[
     "trusted_proxies",
     "throttle",
     "auth",
+    "waf",
 ];
 /// Sections of DESIGN.md §3 that later work implements.
-const TOP_PENDING: &[&str] = &["waf", "topics", "alarms"];
+const TOP_PENDING: &[&str] = &["topics", "alarms"];
 
 fn decode_config(
     d: &mut Decoder<'_>,
@@ -508,6 +514,7 @@ fn decode_config(
         trusted_proxies: Vec::new(),
         throttle: Vec::new(),
         auth: Vec::new(),
+        waf: None,
     };
     let Some(t) = d.table(&root, TOP_KEYS, TOP_PENDING) else { return config };
     if let Some(n) = t.get("trusted_proxies") {
@@ -518,6 +525,9 @@ fn decode_config(
     }
     if let Some(n) = t.get("auth") {
         config.auth = edge::decode_auth(d, &n, base);
+    }
+    if let Some(n) = t.get("waf") {
+        config.waf = waf::decode_waf(d, &n, base);
     }
     config.aws = queues::decode_aws(d, t.get("aws"));
     config.storage = queues::decode_storage(d, t.get("storage"), base);
@@ -1038,8 +1048,9 @@ const ROUTE_KEYS: &[&str] = &[
     "claims_to_headers",
     "forward_token",
     "token_from",
+    "waf",
 ];
-const ROUTE_PENDING: &[&str] = &["topic", "waf"];
+const ROUTE_PENDING: &[&str] = &["topic"];
 
 /// Methods accepted in `methods:` without question; other tokens are
 /// accepted if they are valid HTTP method tokens.
@@ -1158,6 +1169,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         },
     };
     let auth = edge::decode_route_auth(d, &t);
+    let waf = t.get("waf").and_then(|n| waf::decode_route_waf(d, &n)).unwrap_or_default();
     Some(RouteConfig {
         name: name?,
         host,
@@ -1170,6 +1182,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         upgrades,
         throttle,
         auth,
+        waf,
         key: node.path.clone(),
     })
 }
@@ -1381,7 +1394,28 @@ fn validate_route_protection(c: &Config, r: &RouteConfig) -> Vec<Problem> {
             }
         }
     }
+    if let (RouteWaf::Tuned(t), None) = (&r.waf, &c.waf) {
+        problems.push(Problem::at_value(
+            t.at.clone(),
+            "the route tunes the WAF, but there is no top-level `waf` to turn it on",
+        ));
+    }
     problems
+}
+
+impl Config {
+    /// The WAF settings `route` runs with, if it is inspected.
+    pub fn waf_of<'a>(
+        &'a self,
+        route: &'a RouteConfig,
+    ) -> Option<(&'a WafConfig, Option<&'a waf::WafTuning>)> {
+        let top = self.waf.as_ref()?;
+        match &route.waf {
+            RouteWaf::Off => None,
+            RouteWaf::Inherit => Some((top, None)),
+            RouteWaf::Tuned(t) => Some((top, Some(t))),
+        }
+    }
 }
 
 #[cfg(test)]

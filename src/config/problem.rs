@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::locate::{locate, Anchor};
 
@@ -89,15 +90,29 @@ pub struct Problem {
     pub message: String,
     /// 1-based line and column, once located.
     pub location: Option<(usize, usize)>,
+    /// The file, when it is not the report's own (a WAF rule file the
+    /// config names); such problems come located.
+    pub file: Option<Arc<Path>>,
 }
 
 impl Problem {
     pub fn at_value(path: KeyPath, message: impl Into<String>) -> Self {
-        Self { path, anchor: Anchor::Value, message: message.into(), location: None }
+        Self { path, anchor: Anchor::Value, message: message.into(), location: None, file: None }
     }
 
     pub fn at_key(path: KeyPath, message: impl Into<String>) -> Self {
-        Self { path, anchor: Anchor::Key, message: message.into(), location: None }
+        Self { path, anchor: Anchor::Key, message: message.into(), location: None, file: None }
+    }
+
+    /// Locates `problems` in `source`, the text of `file`, and marks them as
+    /// that file's, for a report about another file.
+    pub fn in_file(file: &Path, source: &str, problems: Vec<Problem>) -> Vec<Problem> {
+        let file: Arc<Path> = Arc::from(file);
+        let mut located = ConfigError::new(&file, source, problems).problems;
+        for p in &mut located {
+            p.file = Some(file.clone());
+        }
+        located
     }
 }
 
@@ -114,11 +129,14 @@ impl ConfigError {
     /// Builds a report, locating each problem in `source`.
     pub fn new(file: &Path, source: &str, mut problems: Vec<Problem>) -> Self {
         for p in &mut problems {
-            if p.location.is_none() && !p.path.is_root() {
+            if p.location.is_none() && p.file.is_none() && !p.path.is_root() {
                 p.location = locate(source, &p.path, p.anchor);
             }
         }
-        problems.sort_by_key(|p| p.location.unwrap_or((usize::MAX, 0)));
+        problems.sort_by(|a, b| {
+            let key = |p: &Problem| (p.file.clone(), p.location.unwrap_or((usize::MAX, 0)));
+            key(a).cmp(&key(b))
+        });
         problems.dedup();
         Self { file: file.to_owned(), problems }
     }
@@ -131,6 +149,7 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 f.write_str("\n")?;
             }
+            let file = p.file.as_ref().map_or(file.to_string(), |f| f.display().to_string());
             match p.location {
                 Some((line, col)) => write!(f, "{file}:{line}:{col}: ")?,
                 None => write!(f, "{file}: ")?,
@@ -142,7 +161,11 @@ impl fmt::Display for ConfigError {
             }
         }
         let n = self.problems.len();
-        write!(f, "\n{n} problem{} in {file}", if n == 1 { "" } else { "s" })
+        let plural = if n == 1 { "" } else { "s" };
+        match self.problems.iter().filter(|p| p.file.is_some()).count() {
+            0 => write!(f, "\n{n} problem{plural} in {file}"),
+            _ => write!(f, "\n{n} problem{plural} in {file} and the files it names"),
+        }
     }
 }
 

@@ -151,9 +151,8 @@ fn identical_routes_are_rejected_but_disjoint_methods_are_fine() {
 
 #[test]
 fn later_sections_are_refused_until_they_work() {
-    let lines =
-        problems("waf: { rules: ./waf-rules }\nroutes:\n  - { name: a, path: /x, respond: {}, topic: t }\n");
-    assert!(lines[0].contains("1:1: waf: `waf` is not supported yet"), "{lines:?}");
+    let lines = problems("topics: {}\nroutes:\n  - { name: a, path: /x, respond: {}, topic: t }\n");
+    assert!(lines[0].contains("1:1: topics: `topics` is not supported yet"), "{lines:?}");
     assert!(lines[1].contains("routes[0].topic: `topic` is not supported yet"), "{lines:?}");
 }
 
@@ -334,4 +333,30 @@ routes:
     let p = c.provider("main").unwrap();
     assert_eq!(p.algorithms.len(), 9, "every asymmetric algorithm by default");
     assert_eq!(p.leeway, std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn waf_settings_are_checked_with_their_keys() {
+    let lines = problems(concat!(
+        "waf: { mode: block-ish, paranoia: 5, anomaly_threshold: 0, body_limit: 64MiB, body_over_limit: drop }\n",
+        "routes:\n",
+        "  - { name: a, path: /x, respond: {}, waf: { exclude: [\"9 2\"], mode: detect, exclude_args: [{ rule: 942100 }] } }\n",
+        "  - { name: b, path: /y, respond: {}, waf: maybe }\n",
+    ));
+    let expect = [
+        "1:14: waf.mode: `block-ish` is not one of: block, detect",
+        "1:35: waf.paranoia: 5 is out of range: expected 1 to 4",
+        "1:57: waf.anomaly_threshold: 0 is out of range",
+        "1:72: waf.body_limit: expected a size from 1B to 16MiB",
+        "1:96: waf.body_over_limit: `drop` is not one of: inspect_prefix, reject",
+        "routes[0].waf.exclude[0]: expected a rule id or a family name",
+        "routes[0].waf.exclude_args[0]: missing required key `arg`",
+        "routes[1].waf: expected `off` or a mapping",
+    ];
+    for e in expect {
+        assert!(lines.iter().any(|l| l.contains(e)), "no `{e}` in {lines:#?}");
+    }
+    let lines = problems("routes:\n  - { name: a, path: /x, respond: {}, waf: { exclude: [sqli] } }\n");
+    assert!(lines[0].contains("there is no top-level `waf`"), "{lines:?}");
+    assert!(parse("routes:\n  - { name: a, path: /x, respond: {}, waf: off }\n").is_ok());
 }

@@ -1,7 +1,7 @@
 //! Builds each route's stack from the configuration, once per plan.
 //!
 //! Order, outermost first (DESIGN.md §1): timeout → client throttle
-//! (`client_ip` / `route` keys) → auth → consumer throttle (`header:` /
+//! (`client_ip` / `route` keys) → WAF → auth → consumer throttle (`header:` /
 //! `jwt:` keys) → target. A route gets only the layers it uses: [`build`]
 //! composes the concrete stack for the layers present (each combination is
 //! its own type), so an unprotected route runs exactly its timeout and its
@@ -24,6 +24,7 @@ use crate::middleware::metrics::{EvictionLabel, HttpMetrics, LimitLabel};
 use crate::middleware::throttle::buckets::{Buckets, MemoryBuckets, StoreMetrics};
 use crate::middleware::throttle::{Limit, ThrottleLayer};
 use crate::middleware::timeout::{TimeoutLayer, Waiting};
+use crate::middleware::waf::{Firewall, Policy, RuleSet, WafLayer};
 use crate::proxy::Upstream;
 use crate::queue::storage::sqlite::SqliteStorage;
 use crate::queue::QueueEngine;
@@ -43,6 +44,7 @@ pub enum Target {
 pub struct RouteLayers {
     pub timeout: Option<TimeoutLayer>,
     pub client_throttle: Option<ThrottleLayer>,
+    pub waf: Option<WafLayer>,
     pub auth: Option<AuthLayer>,
     pub consumer_throttle: Option<ThrottleLayer>,
 }
@@ -55,6 +57,8 @@ pub type BucketStores = BTreeMap<(String, String), (LimitConfig, Arc<dyn Buckets
 pub struct StackParts<'a> {
     pub upstreams: &'a BTreeMap<String, Upstream>,
     pub providers: &'a BTreeMap<String, Arc<Provider>>,
+    /// The WAF's compiled rules, if the config turns it on.
+    pub rule_set: Option<&'a Arc<RuleSet>>,
     pub queues: Option<&'a Arc<QueueEngine<SqliteStorage>>>,
     pub metrics: &'a HttpMetrics,
     /// Stores of the running plan (reused when unchanged).
@@ -79,7 +83,8 @@ impl StackParts<'_> {
             Some(a) => Some(AuthLayer::new(self.providers.get(&a.provider)?.clone(), Rules::new(a))),
             None => None,
         };
-        let layers = RouteLayers { timeout, client_throttle: client, auth, consumer_throttle: consumer };
+        let waf = self.waf(config, r, &route);
+        let layers = RouteLayers { timeout, client_throttle: client, waf, auth, consumer_throttle: consumer };
         Some(build(target, layers))
     }
 
@@ -118,6 +123,23 @@ impl StackParts<'_> {
                 )
             }
         })
+    }
+
+    /// The route's firewall, unless it has `waf: off` (or there is no
+    /// `waf` section), or its tuning leaves no rule on.
+    fn waf(&self, config: &Config, r: &RouteConfig, route: &Arc<String>) -> Option<WafLayer> {
+        let (top, tuning) = config.waf_of(r)?;
+        let policy = Policy::new(self.rule_set?.clone(), top, tuning);
+        if !policy.has_rules() {
+            return None;
+        }
+        Some(WafLayer::new(Firewall {
+            policy,
+            route: route.clone(),
+            body_limit: top.body_limit,
+            over_limit: top.body_over_limit,
+            metrics: self.metrics.waf.clone(),
+        }))
     }
 
     fn throttle(&mut self, route: &Arc<String>, limits: Vec<&LimitConfig>) -> Option<ThrottleLayer> {
@@ -178,6 +200,13 @@ fn with_consumer_throttle<S: RouteService>(svc: S, mut layers: RouteLayers) -> R
 
 fn with_auth<S: RouteService>(svc: S, mut layers: RouteLayers) -> RouteStack {
     match layers.auth.take() {
+        Some(l) => with_waf(l.layer(svc), layers),
+        None => with_waf(svc, layers),
+    }
+}
+
+fn with_waf<S: RouteService>(svc: S, mut layers: RouteLayers) -> RouteStack {
+    match layers.waf.take() {
         Some(l) => with_client_throttle(l.layer(svc), layers),
         None => with_client_throttle(svc, layers),
     }

@@ -3,7 +3,7 @@
 //! never build error responses themselves (see `server::rescue`).
 //!
 //! Per connection: `access_log`, `metrics`. Per route, in this order (see
-//! `dispatch::stack`): `timeout`, `throttle` (client keys), `auth`,
+//! `dispatch::stack`): `timeout`, `throttle` (client keys), `waf`, `auth`,
 //! `throttle` (consumer keys).
 
 pub mod access_log;
@@ -11,3 +11,4 @@ pub mod auth;
 pub mod metrics;
 pub mod throttle;
 pub mod timeout;
+pub mod waf;

@@ -31,6 +31,9 @@ pub fn render<B: From<Bytes>>(err: &BoxHttpError, request_id: Option<&HeaderValu
     if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
         body["request_id"] = serde_json::Value::String(id.to_owned());
     }
+    for (key, value) in err.details() {
+        body[key] = value;
+    }
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     bytes.push(b'\n');
     let mut resp = Response::new(B::from(Bytes::from(bytes)));

@@ -65,6 +65,43 @@ impl ThrottleMetrics {
     }
 }
 
+/// One WAF rule.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: u32,
+    pub family: String,
+}
+
+/// A WAF decision on one route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WafLabel {
+    pub route: Arc<String>,
+    /// `blocked`, or `detected` (would have been blocked, in `detect` mode).
+    pub outcome: &'static str,
+}
+
+/// The WAF's metric families.
+#[derive(Clone, Debug, Default)]
+pub struct WafMetrics {
+    pub matches: Family<RuleLabel, Counter>,
+    pub decisions: Family<WafLabel, Counter>,
+}
+
+impl WafMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gatehouse_waf_rule_matches",
+            "Requests a WAF rule matched (in any mode), by rule and family",
+            self.matches.clone(),
+        );
+        registry.register(
+            "gatehouse_waf_requests",
+            "Requests the WAF blocked (outcome=blocked) or would have blocked in detect mode (outcome=detected), by route",
+            self.decisions.clone(),
+        );
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabel {
     pub provider: String,
@@ -148,6 +185,7 @@ pub struct HttpMetrics {
     pub unmatched: Arc<RouteStats>,
     pub throttle: ThrottleMetrics,
     pub auth: AuthMetrics,
+    pub waf: WafMetrics,
 }
 
 /// One route's metric handles, resolved once so that recording a request
@@ -192,6 +230,7 @@ impl HttpMetrics {
             unmatched,
             throttle: ThrottleMetrics::default(),
             auth: AuthMetrics::default(),
+            waf: WafMetrics::default(),
         }
     }
 
@@ -240,5 +279,6 @@ impl HttpMetrics {
         );
         m.throttle.register(registry);
         m.auth.register(registry);
+        m.waf.register(registry);
     }
 }

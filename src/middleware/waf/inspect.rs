@@ -1,0 +1,450 @@
+//! A request taken apart into the values rules look at, each with the name
+//! a log line and an `exclude_args` entry use for it: `query:q`,
+//! `form:comment`, `json:user.name`, `multipart:title`, `header:referer`,
+//! `cookie:session`.
+
+use std::borrow::Cow;
+
+use http::header::{CONTENT_TYPE, COOKIE};
+use http::{HeaderMap, Method, Uri};
+
+use crate::config::waf::Target;
+
+/// Nesting a JSON body is walked to; deeper values are read as their JSON
+/// text.
+const JSON_DEPTH: usize = 32;
+/// Arguments read from one request at most (query, form, JSON and
+/// multipart together); the rest are inspected as one value.
+const MAX_ARGS: usize = 1024;
+
+/// One value of a request, with its name.
+#[derive(Debug)]
+pub struct Value<'r> {
+    pub name: Cow<'r, str>,
+    pub bytes: Cow<'r, [u8]>,
+}
+
+/// What a request offers each target.
+#[derive(Debug, Default)]
+pub struct Inspected<'r> {
+    method: &'r [u8],
+    path: &'r [u8],
+    path_raw: &'r [u8],
+    query: &'r [u8],
+    args: Vec<Value<'r>>,
+    headers: Vec<(&'r str, &'r [u8])>,
+    cookies: Vec<(Cow<'r, str>, &'r [u8])>,
+    body: Option<&'r [u8]>,
+    files: Vec<Value<'r>>,
+    anomalies: Vec<&'static str>,
+}
+
+impl<'r> Inspected<'r> {
+    /// A request's head and, if it was read, its body (or the first
+    /// `body_limit` bytes). `path` is the normalised path routing matched.
+    pub fn new(head: (&'r Method, &'r Uri, &'r HeaderMap), path: &'r str, body: Option<&'r [u8]>) -> Self {
+        let (method, uri, headers) = head;
+        let query = uri.query().unwrap_or("").as_bytes();
+        let mut me = Inspected {
+            method: method.as_str().as_bytes(),
+            path: path.as_bytes(),
+            path_raw: uri.path().as_bytes(),
+            query,
+            ..Default::default()
+        };
+        me.headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        for v in headers.get_all(COOKIE) {
+            me.cookies.extend(cookies(v.as_bytes()));
+        }
+        form_pairs(query, "query", &mut me.args);
+        if let Some(body) = body.filter(|b| !b.is_empty()) {
+            let content_type = headers.get(CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or_default();
+            me.read_body(content_type, body);
+        }
+        me.anomalies = anomalies(uri, headers);
+        if me.args.len() > MAX_ARGS {
+            me.anomalies.push("too-many-args");
+        }
+        me
+    }
+
+    fn read_body(&mut self, content_type: &[u8], body: &'r [u8]) {
+        let ct = content_type.to_ascii_lowercase();
+        let essence = ct.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        if essence == b"application/x-www-form-urlencoded" {
+            form_pairs(body, "form", &mut self.args);
+        } else if essence == b"application/json" || essence.ends_with(b"+json") {
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => json_values(&v, &mut String::from("json:"), 0, &mut self.args),
+                // What does not parse is still looked at, whole.
+                Err(_) => self.body = Some(body),
+            }
+        } else if essence == b"multipart/form-data" {
+            match boundary(content_type).and_then(|b| multipart(body, &b)) {
+                Some((fields, files)) => {
+                    self.args.extend(fields);
+                    self.files = files;
+                }
+                None => self.body = Some(body),
+            }
+        } else {
+            self.body = Some(body);
+        }
+        if self.args.len() > MAX_ARGS {
+            self.args.truncate(MAX_ARGS + 1);
+            self.body = Some(body);
+        }
+    }
+
+    /// Calls `f` with each value `target` names, and its name.
+    pub fn each(&self, target: &Target, mut f: impl FnMut(&str, &[u8])) {
+        match target {
+            Target::Method => f("method", self.method),
+            Target::Path => f("path", self.path),
+            Target::PathRaw => f("path_raw", self.path_raw),
+            Target::Query => {
+                if !self.query.is_empty() {
+                    f("query", self.query)
+                }
+            }
+            Target::Args => self.args.iter().for_each(|a| f(&a.name, &a.bytes)),
+            Target::ArgNames => self.args.iter().for_each(|a| {
+                let name = a.name.split_once(':').map_or(&*a.name, |(_, n)| n);
+                f(&a.name, name.as_bytes())
+            }),
+            Target::Headers => self.headers.iter().for_each(|(n, v)| f(&header_name(n), v)),
+            Target::Header(h) => {
+                self.headers.iter().filter(|(n, _)| n == h).for_each(|(n, v)| f(&header_name(n), v))
+            }
+            Target::HeaderNames => self.headers.iter().for_each(|(n, _)| f(&header_name(n), n.as_bytes())),
+            Target::Cookies => self.cookies.iter().for_each(|(n, v)| f(&format!("cookie:{n}"), v)),
+            Target::CookieNames => {
+                self.cookies.iter().for_each(|(n, _)| f(&format!("cookie:{n}"), n.as_bytes()))
+            }
+            Target::Body => {
+                if let Some(b) = self.body {
+                    f("body", b)
+                }
+            }
+            Target::Files => self.files.iter().for_each(|v| f(&v.name, &v.bytes)),
+            Target::Anomalies => self.anomalies.iter().for_each(|a| f("anomalies", a.as_bytes())),
+        }
+    }
+}
+
+/// A header value longer than this is an anomaly (`oversized-header`).
+const LONG_HEADER: usize = 8 * 1024;
+/// More headers than this are an anomaly (`too-many-headers`).
+const MANY_HEADERS: usize = 100;
+/// A path and query longer than this are an anomaly (`oversized-uri`).
+const LONG_URI: usize = 8 * 1024;
+
+/// What is wrong with a request's framing and size, by name (the values
+/// of the `anomalies` target).
+fn anomalies(uri: &Uri, headers: &HeaderMap) -> Vec<&'static str> {
+    use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+    let mut found = Vec::new();
+    let count = |name| headers.get_all(name).iter().count();
+    match count(HOST) {
+        0 if uri.authority().is_none() => found.push("missing-host"),
+        0 | 1 => {}
+        _ => found.push("duplicate-host"),
+    }
+    let lengths: Vec<&[u8]> = headers.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes()).collect();
+    if lengths.len() > 1 {
+        found.push("duplicate-content-length");
+    }
+    if lengths.iter().any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit)) {
+        found.push("invalid-content-length");
+    }
+    let codings: Vec<&[u8]> = headers.get_all(TRANSFER_ENCODING).iter().map(|v| v.as_bytes()).collect();
+    if !codings.is_empty() {
+        if !lengths.is_empty() {
+            found.push("content-length-and-transfer-encoding");
+        }
+        let last = codings.last().and_then(|v| v.rsplit(|&b| b == b',').next()).map(|c| c.trim_ascii());
+        if !last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+            found.push("transfer-encoding-not-chunked");
+        }
+    }
+    if count(CONTENT_TYPE) > 1 {
+        found.push("duplicate-content-type");
+    }
+    if headers.len() > MANY_HEADERS {
+        found.push("too-many-headers");
+    }
+    if headers.values().any(|v| v.len() > LONG_HEADER) {
+        found.push("oversized-header");
+    }
+    if uri.path_and_query().is_some_and(|pq| pq.as_str().len() > LONG_URI) {
+        found.push("oversized-uri");
+    }
+    found
+}
+
+fn header_name(n: &str) -> String {
+    format!("header:{n}")
+}
+
+/// Whether inspecting `target` needs the request body.
+pub fn reads_body(target: &Target) -> bool {
+    matches!(target, Target::Args | Target::ArgNames | Target::Body | Target::Files)
+}
+
+/// `a=1&b=2` (`+` as space, `%XX` decoded once), as `PREFIX:NAME` values.
+fn form_pairs<'r>(text: &'r [u8], prefix: &str, out: &mut Vec<Value<'r>>) {
+    for pair in text.split(|&b| b == b'&' || b == b';') {
+        if out.len() > MAX_ARGS {
+            return;
+        }
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name = form_decode(name);
+        let name = format!("{prefix}:{}", String::from_utf8_lossy(&name));
+        out.push(Value { name: Cow::Owned(name), bytes: form_decode(value) });
+    }
+}
+
+fn form_decode(v: &[u8]) -> Cow<'_, [u8]> {
+    if !v.iter().any(|&b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(v);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (v.get(i + 1).and_then(|&b| hex(b)), v.get(i + 2).and_then(|&b| hex(b))) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+fn cookies(header: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, &[u8])> {
+    header.split(|&b| b == b';').filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        if pair.is_empty() {
+            return None;
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        Some((String::from_utf8_lossy(name.trim_ascii()), value.trim_ascii()))
+    })
+}
+
+/// Every key (as the value's name) and every string, number and boolean
+/// value of a JSON document: `json:user.name`, `json:items[0].sku`.
+fn json_values(v: &serde_json::Value, path: &mut String, depth: usize, out: &mut Vec<Value<'_>>) {
+    use serde_json::Value as J;
+    if out.len() > MAX_ARGS {
+        return;
+    }
+    let text = |s: String| Cow::Owned(s.into_bytes());
+    match v {
+        J::Null => {}
+        J::Bool(b) => out.push(Value { name: Cow::Owned(path.clone()), bytes: text(b.to_string()) }),
+        J::Number(n) => out.push(Value { name: Cow::Owned(path.clone()), bytes: text(n.to_string()) }),
+        J::String(s) => out.push(Value { name: Cow::Owned(path.clone()), bytes: text(s.clone()) }),
+        _ if depth >= JSON_DEPTH => {
+            out.push(Value { name: Cow::Owned(path.clone()), bytes: text(v.to_string()) })
+        }
+        J::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                json_values(item, path, depth + 1, out);
+                path.truncate(len);
+            }
+        }
+        J::Object(map) => {
+            for (k, item) in map {
+                let len = path.len();
+                if !path.ends_with(':') {
+                    path.push('.');
+                }
+                path.push_str(k);
+                match item {
+                    // An empty object or list still has a key to look at.
+                    J::Object(m) if m.is_empty() => {
+                        out.push(Value { name: Cow::Owned(path.clone()), bytes: Cow::Borrowed(b"") })
+                    }
+                    J::Array(a) if a.is_empty() => {
+                        out.push(Value { name: Cow::Owned(path.clone()), bytes: Cow::Borrowed(b"") })
+                    }
+                    J::Null => out.push(Value { name: Cow::Owned(path.clone()), bytes: Cow::Borrowed(b"") }),
+                    _ => json_values(item, path, depth + 1, out),
+                }
+                path.truncate(len);
+            }
+        }
+    }
+}
+
+/// The `boundary` parameter of a multipart content type.
+fn boundary(content_type: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(content_type).ok()?;
+    text.split(';')
+        .skip(1)
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').as_bytes().to_vec())
+        })
+        .filter(|b| !b.is_empty() && b.len() <= 200)
+}
+
+type Multipart<'r> = (Vec<Value<'r>>, Vec<Value<'r>>);
+
+/// The fields (as `multipart:NAME`) and upload file names (as
+/// `file:NAME`) of a `multipart/form-data` body; `None` if it is not one.
+/// File contents are not inspected.
+fn multipart<'r>(body: &'r [u8], boundary: &[u8]) -> Option<Multipart<'r>> {
+    let mut delimiter = b"--".to_vec();
+    delimiter.extend_from_slice(boundary);
+    let mut fields = Vec::new();
+    let mut files = Vec::new();
+    let mut rest = &body[find(body, &delimiter)? + delimiter.len()..];
+    loop {
+        if rest.starts_with(b"--") {
+            return Some((fields, files));
+        }
+        rest = rest.strip_prefix(b"\r\n").or_else(|| rest.strip_prefix(b"\n"))?;
+        let end = find(rest, &delimiter);
+        // A body cut at the inspection limit ends without its delimiter.
+        let part = match end {
+            Some(e) => &rest[..e],
+            None => rest,
+        };
+        let (head, content) = split_part(part)?;
+        let content =
+            content.strip_suffix(b"\r\n").or_else(|| content.strip_suffix(b"\n")).unwrap_or(content);
+        let (name, filename) = disposition(head)?;
+        match filename {
+            Some(f) => files.push(Value { name: Cow::Owned(format!("file:{name}")), bytes: Cow::Owned(f) }),
+            None => fields
+                .push(Value { name: Cow::Owned(format!("multipart:{name}")), bytes: Cow::Borrowed(content) }),
+        }
+        match end {
+            Some(e) => rest = &rest[e + delimiter.len()..],
+            None => return Some((fields, files)),
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+fn split_part(part: &[u8]) -> Option<(&[u8], &[u8])> {
+    if let Some(i) = find(part, b"\r\n\r\n") {
+        return Some((&part[..i], &part[i + 4..]));
+    }
+    let i = find(part, b"\n\n")?;
+    Some((&part[..i], &part[i + 2..]))
+}
+
+/// `name` and `filename` of a part's `Content-Disposition`.
+fn disposition(head: &[u8]) -> Option<(String, Option<Vec<u8>>)> {
+    let text = String::from_utf8_lossy(head);
+    let line = text.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+    let mut name = None;
+    let mut filename = None;
+    for param in line.split(';').skip(1) {
+        let Some((k, v)) = param.split_once('=') else { continue };
+        let v = v.trim().trim_matches('"');
+        match k.trim().to_ascii_lowercase().as_str() {
+            "name" => name = Some(v.to_owned()),
+            "filename" | "filename*" => filename = Some(v.as_bytes().to_vec()),
+            _ => {}
+        }
+    }
+    Some((name.unwrap_or_default(), filename))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(i: &Inspected<'_>, t: Target) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        i.each(&t, |n, v| out.push((n.to_owned(), String::from_utf8_lossy(v).into_owned())));
+        out
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method("POST").uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn query_cookies_and_headers() {
+        let p = parts("/s?q=a+b%27&x&q=2", &[("cookie", "sid=abc; theme=dark"), ("user-agent", "curl/8")]);
+        let i = Inspected::new((&p.method, &p.uri, &p.headers), "/s", None);
+        let q = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        assert_eq!(
+            collect(&i, Target::Args),
+            vec![q("query:q", "a b'"), q("query:x", ""), q("query:q", "2")]
+        );
+        assert_eq!(collect(&i, Target::ArgNames)[0], q("query:q", "q"));
+        assert_eq!(collect(&i, Target::Cookies), vec![q("cookie:sid", "abc"), q("cookie:theme", "dark")]);
+        assert_eq!(collect(&i, Target::Header("user-agent".into())), vec![q("header:user-agent", "curl/8")]);
+        assert_eq!(collect(&i, Target::Query), vec![q("query", "q=a+b%27&x&q=2")]);
+    }
+
+    #[test]
+    fn json_bodies_are_walked_to_every_key_and_value() {
+        let p = parts("/j", &[("content-type", "application/json; charset=utf-8")]);
+        let body = br#"{"user":{"name":"O'Brien","age":40,"tags":["a",true]},"note":null,"e":{}}"#;
+        let i = Inspected::new((&p.method, &p.uri, &p.headers), "/j", Some(body));
+        let args = collect(&i, Target::Args);
+        let names: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
+        // (serde_json's maps are sorted by key.)
+        assert_eq!(
+            names,
+            [
+                "json:e",
+                "json:note",
+                "json:user.age",
+                "json:user.name",
+                "json:user.tags[0]",
+                "json:user.tags[1]"
+            ]
+        );
+        assert_eq!(args[3].1, "O'Brien");
+        assert_eq!(collect(&i, Target::ArgNames)[3].1, "user.name");
+        assert!(collect(&i, Target::Body).is_empty());
+        let bad = Inspected::new((&p.method, &p.uri, &p.headers), "/j", Some(b"{not json"));
+        assert_eq!(collect(&bad, Target::Body).len(), 1, "what does not parse is inspected whole");
+    }
+
+    #[test]
+    fn forms_and_multipart() {
+        let p = parts("/f", &[("content-type", "application/x-www-form-urlencoded")]);
+        let i = Inspected::new((&p.method, &p.uri, &p.headers), "/f", Some(b"a=%3Cb%3E&c=d"));
+        assert_eq!(collect(&i, Target::Args)[0], ("form:a".into(), "<b>".into()));
+        let p = parts("/m", &[("content-type", "multipart/form-data; boundary=XyZ")]);
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n--XyZ\r\n\
+Content-Disposition: form-data; name=\"up\"; filename=\"../../shell.php\"\r\nContent-Type: text/plain\r\n\r\n<?php system($_GET[1]); ?>\r\n--XyZ--\r\n";
+        let i = Inspected::new((&p.method, &p.uri, &p.headers), "/m", Some(body));
+        assert_eq!(collect(&i, Target::Args), vec![("multipart:title".into(), "hello".into())]);
+        assert_eq!(collect(&i, Target::Files), vec![("file:up".into(), "../../shell.php".into())]);
+    }
+}
