@@ -192,8 +192,10 @@ pub fn reads_body(target: &Target) -> bool {
 }
 
 /// `a=1&b=2` (`+` as space, `%XX` decoded once), as `PREFIX:NAME` values.
+/// Only `&` separates (as WHATWG and ModSecurity read it): a `;` stays in
+/// its value, where an injection needs it.
 fn form_pairs<'r>(text: &'r [u8], prefix: &str, out: &mut Vec<Value<'r>>) {
-    for pair in text.split(|&b| b == b'&' || b == b';') {
+    for pair in text.split(|&b| b == b'&') {
         if out.len() > MAX_ARGS {
             return;
         }
