@@ -317,7 +317,7 @@ pub(super) fn decode_waf(d: &mut Decoder<'_>, node: &Node<'_>, base: &Path) -> O
             _ => OverLimit::InspectPrefix,
         };
     Some(WafConfig {
-        rules: base.join(rules),
+        rules: base.join(rules.strip_prefix("./").unwrap_or(&rules)),
         mode,
         anomaly_threshold: anomaly_threshold.map_or(DEFAULT_THRESHOLD, |n| n as u32),
         paranoia: paranoia as u8,
