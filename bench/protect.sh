@@ -111,25 +111,6 @@ wait_for "http://127.0.0.1:$UPSTREAM_PORT/healthz"
 wait_for "http://127.0.0.1:$NGINX_PORT/healthz"
 wait_for "http://127.0.0.1:$GATEHOUSE_PORT/a/healthz"
 
-# Prints "requests_per_second p99_ms" for one wrk run; extra args go to wrk.
-measure() { # url [wrk args...]
-    local url=$1
-    shift
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url" | awk '
-        /Requests\/sec:/ { rps = $2 }
-        /^ +99%/ {
-            v = $2
-            if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
-            else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
-            else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
-        }
-        /Non-2xx|Socket errors/ { errors = errors $0 " " }
-        END {
-            if (errors != "") print "wrk reported: " errors > "/dev/stderr"
-            printf "%.0f %.3f\n", rps, p99
-        }'
-}
-
 run() { # variant
     local g="http://127.0.0.1:$GATEHOUSE_PORT"
     case $1 in

@@ -53,23 +53,6 @@ wait_for "http://127.0.0.1:$UPSTREAM_PORT$PATH_UNDER_TEST"
 wait_for "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST"
 wait_for "http://127.0.0.1:$GATEHOUSE_PORT$PATH_UNDER_TEST"
 
-# Prints "requests_per_second p99_ms" for one wrk run.
-measure() { # port
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1$PATH_UNDER_TEST" | awk '
-        /Requests\/sec:/ { rps = $2 }
-        /^ +99%/ {
-            v = $2
-            if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
-            else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
-            else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
-        }
-        /Non-2xx|Socket errors/ { errors = errors $0 " " }
-        END {
-            if (errors != "") print "wrk reported: " errors > "/dev/stderr"
-            printf "%.0f %.3f\n", rps, p99
-        }'
-}
-
 # Warm up every path (connection pools, caches).
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$GATEHOUSE_PORT"; do
     wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$port$PATH_UNDER_TEST" >/dev/null
@@ -88,7 +71,7 @@ for round in $(seq "$RUNS"); do
             nginx) port=$NGINX_PORT ;;
             gatehouse) port=$GATEHOUSE_PORT ;;
         esac
-        read -r rps p99 < <(measure "$port")
+        read -r rps p99 < <(measure "http://127.0.0.1:$port$PATH_UNDER_TEST")
         echo "$rps" >>"$work/$t.rps"
         echo "$p99" >>"$work/$t.p99"
         printf '%-6s %-10s %12s %10s\n' "$round" "$t" "$rps" "$p99"

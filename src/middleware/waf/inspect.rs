@@ -1,7 +1,7 @@
-//! A request taken apart into the values rules look at, each with the name
-//! a log line and an `exclude_args` entry use for it: `query:q`,
-//! `form:comment`, `json:user.name`, `multipart:title`, `header:referer`,
-//! `cookie:session`.
+//! A request taken apart into the values rules look at: one [`Item`] per
+//! value, with the name a log line and an `exclude_args` entry use for it
+//! (`query:q`, `form:comment`, `json:user.name`, `multipart:title`,
+//! `header:referer`, `cookie:session`), formatted only when a rule matched.
 
 use std::borrow::Cow;
 
@@ -17,26 +17,113 @@ const JSON_DEPTH: usize = 32;
 /// multipart together); the rest are inspected as one value.
 const MAX_ARGS: usize = 1024;
 
-/// One value of a request, with its name.
+/// What a value is, as rules' targets select it: an argument's, header's
+/// or cookie's value, or its name; the method; the path...
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Method,
+    Path,
+    PathRaw,
+    Query,
+    ArgValue,
+    ArgName,
+    HeaderValue,
+    HeaderName,
+    CookieValue,
+    CookieName,
+    Body,
+    File,
+    Anomaly,
+}
+
+impl Kind {
+    /// The kind's bit in a [`Kinds`] set.
+    pub fn bit(self) -> Kinds {
+        1 << self as u16
+    }
+}
+
+/// A set of kinds, one bit each.
+pub type Kinds = u16;
+
+/// The kinds of value `target` selects (with, for `header:NAME`, the name
+/// checked by [`covers`]).
+pub fn kinds_of(target: &Target) -> Kinds {
+    match target {
+        Target::Method => Kind::Method.bit(),
+        Target::Path => Kind::Path.bit(),
+        Target::PathRaw => Kind::PathRaw.bit(),
+        Target::Query => Kind::Query.bit(),
+        Target::Args => Kind::ArgValue.bit(),
+        Target::ArgNames => Kind::ArgName.bit(),
+        Target::Headers | Target::Header(_) => Kind::HeaderValue.bit(),
+        Target::HeaderNames => Kind::HeaderName.bit(),
+        Target::Cookies => Kind::CookieValue.bit(),
+        Target::CookieNames => Kind::CookieName.bit(),
+        Target::Body => Kind::Body.bit(),
+        Target::Files => Kind::File.bit(),
+        Target::Anomalies => Kind::Anomaly.bit(),
+    }
+}
+
+/// Whether `target` selects a value of `kind` from `item`.
+pub fn covers(target: &Target, kind: Kind, item: &Item<'_>) -> bool {
+    match target {
+        Target::Header(h) => kind == Kind::HeaderValue && *item.key == **h,
+        t => kinds_of(t) & kind.bit() != 0,
+    }
+}
+
+/// One value of a request (and, for arguments, headers and cookies, its
+/// name, which rules on `arg_names`, `header_names` and `cookie_names` see).
 #[derive(Debug)]
-pub struct Value<'r> {
-    pub name: Cow<'r, str>,
+pub struct Item<'r> {
+    /// What the value is (for a named item, the value's kind; the name's
+    /// is [`Item::name_kind`]).
+    pub kind: Kind,
+    /// Where it came from: `query`, `form`, `json`, `multipart`, `header`,
+    /// `cookie`, `file`, or the target's own name (`method`, `path`...).
+    source: &'static str,
+    /// The argument, header or cookie name (empty for the others).
+    pub key: Cow<'r, str>,
     pub bytes: Cow<'r, [u8]>,
 }
 
-/// What a request offers each target.
+impl<'r> Item<'r> {
+    fn plain(kind: Kind, source: &'static str, bytes: &'r [u8]) -> Self {
+        Item { kind, source, key: Cow::Borrowed(""), bytes: Cow::Borrowed(bytes) }
+    }
+
+    fn named(kind: Kind, source: &'static str, key: Cow<'r, str>, bytes: Cow<'r, [u8]>) -> Self {
+        Item { kind, source, key, bytes }
+    }
+
+    /// The kind of the item's name, for those that have one.
+    pub fn name_kind(&self) -> Option<Kind> {
+        match self.kind {
+            Kind::ArgValue => Some(Kind::ArgName),
+            Kind::HeaderValue => Some(Kind::HeaderName),
+            Kind::CookieValue => Some(Kind::CookieName),
+            _ => None,
+        }
+    }
+
+    /// How logs and `exclude_args` name it: `query:q`, `header:referer`,
+    /// `path`.
+    pub fn name(&self) -> String {
+        if self.key.is_empty() && self.name_kind().is_none() && self.kind != Kind::File {
+            return self.source.to_owned();
+        }
+        format!("{}:{}", self.source, self.key)
+    }
+}
+
+/// What a request offers its rules.
 #[derive(Debug, Default)]
 pub struct Inspected<'r> {
-    method: &'r [u8],
-    path: &'r [u8],
-    path_raw: &'r [u8],
-    query: &'r [u8],
-    args: Vec<Value<'r>>,
-    headers: Vec<(&'r str, &'r [u8])>,
-    cookies: Vec<(Cow<'r, str>, &'r [u8])>,
-    body: Option<&'r [u8]>,
-    files: Vec<Value<'r>>,
-    anomalies: Vec<&'static str>,
+    items: Vec<Item<'r>>,
+    /// Arguments read (query, form, JSON and multipart).
+    args: usize,
 }
 
 impl<'r> Inspected<'r> {
@@ -45,89 +132,148 @@ impl<'r> Inspected<'r> {
     pub fn new(head: (&'r Method, &'r Uri, &'r HeaderMap), path: &'r str, body: Option<&'r [u8]>) -> Self {
         let (method, uri, headers) = head;
         let query = uri.query().unwrap_or("").as_bytes();
-        let mut me = Inspected {
-            method: method.as_str().as_bytes(),
-            path: path.as_bytes(),
-            path_raw: uri.path().as_bytes(),
-            query,
-            ..Default::default()
-        };
-        me.headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        for v in headers.get_all(COOKIE) {
-            me.cookies.extend(cookies(v.as_bytes()));
+        let mut me = Inspected { items: Vec::with_capacity(16 + headers.len()), args: 0 };
+        me.items.push(Item::plain(Kind::Method, "method", method.as_str().as_bytes()));
+        me.items.push(Item::plain(Kind::Path, "path", path.as_bytes()));
+        me.items.push(Item::plain(Kind::PathRaw, "path_raw", uri.path().as_bytes()));
+        if !query.is_empty() {
+            me.items.push(Item::plain(Kind::Query, "query", query));
         }
-        form_pairs(query, "query", &mut me.args);
+        for (n, v) in headers {
+            me.items.push(Item::named(
+                Kind::HeaderValue,
+                "header",
+                Cow::Borrowed(n.as_str()),
+                Cow::Borrowed(v.as_bytes()),
+            ));
+        }
+        for v in headers.get_all(COOKIE) {
+            for (k, v) in cookies(v.as_bytes()) {
+                me.items.push(Item::named(Kind::CookieValue, "cookie", k, Cow::Borrowed(v)));
+            }
+        }
+        me.form_pairs(query, "query");
         if let Some(body) = body.filter(|b| !b.is_empty()) {
             let content_type = headers.get(CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or_default();
             me.read_body(content_type, body);
         }
-        me.anomalies = anomalies(uri, headers);
-        if me.args.len() > MAX_ARGS {
-            me.anomalies.push("too-many-args");
+        for a in anomalies(uri, headers) {
+            me.items.push(Item::plain(Kind::Anomaly, "anomalies", a.as_bytes()));
+        }
+        if me.args > MAX_ARGS {
+            me.items.push(Item::plain(Kind::Anomaly, "anomalies", b"too-many-args"));
         }
         me
+    }
+
+    /// Every value, in the order the request has them.
+    pub fn items(&self) -> &[Item<'r>] {
+        &self.items
     }
 
     fn read_body(&mut self, content_type: &[u8], body: &'r [u8]) {
         let ct = content_type.to_ascii_lowercase();
         let essence = ct.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        let whole = |me: &mut Self| me.items.push(Item::plain(Kind::Body, "body", body));
         if essence == b"application/x-www-form-urlencoded" {
-            form_pairs(body, "form", &mut self.args);
+            self.form_pairs(body, "form");
         } else if essence == b"application/json" || essence.ends_with(b"+json") {
             match serde_json::from_slice::<serde_json::Value>(body) {
-                Ok(v) => json_values(&v, &mut String::from("json:"), 0, &mut self.args),
+                Ok(v) => self.json_values(&v, &mut String::new(), 0),
                 // What does not parse is still looked at, whole.
-                Err(_) => self.body = Some(body),
+                Err(_) => whole(self),
             }
         } else if essence == b"multipart/form-data" {
             match boundary(content_type).and_then(|b| multipart(body, &b)) {
-                Some((fields, files)) => {
-                    self.args.extend(fields);
-                    self.files = files;
+                Some(parts) => {
+                    self.args += parts.iter().filter(|p| p.kind == Kind::ArgValue).count();
+                    self.items.extend(parts);
                 }
-                None => self.body = Some(body),
+                None => whole(self),
             }
         } else {
-            self.body = Some(body);
+            whole(self);
         }
-        if self.args.len() > MAX_ARGS {
-            self.args.truncate(MAX_ARGS + 1);
-            self.body = Some(body);
+        if self.args > MAX_ARGS {
+            whole(self);
         }
     }
 
-    /// Calls `f` with each value `target` names, and its name.
-    pub fn each(&self, target: &Target, mut f: impl FnMut(&str, &[u8])) {
-        match target {
-            Target::Method => f("method", self.method),
-            Target::Path => f("path", self.path),
-            Target::PathRaw => f("path_raw", self.path_raw),
-            Target::Query => {
-                if !self.query.is_empty() {
-                    f("query", self.query)
+    fn push_arg(&mut self, source: &'static str, key: Cow<'r, str>, bytes: Cow<'r, [u8]>) {
+        self.args += 1;
+        if self.args <= MAX_ARGS + 1 {
+            self.items.push(Item::named(Kind::ArgValue, source, key, bytes));
+        }
+    }
+
+    /// `a=1&b=2` (`+` as space, `%XX` decoded once), as `SOURCE:NAME`
+    /// arguments. Only `&` separates (as WHATWG and ModSecurity read it): a
+    /// `;` stays in its value, where an injection needs it.
+    fn form_pairs(&mut self, text: &'r [u8], source: &'static str) {
+        for pair in text.split(|&b| b == b'&') {
+            if self.args > MAX_ARGS {
+                return;
+            }
+            if pair.is_empty() {
+                continue;
+            }
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            let name = match form_decode(name) {
+                Cow::Borrowed(b) => String::from_utf8_lossy(b),
+                Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
+            };
+            self.push_arg(source, name, form_decode(value));
+        }
+    }
+
+    /// Every key (as the value's name) and every string, number and
+    /// boolean value of a JSON document: `json:user.name`,
+    /// `json:items[0].sku`.
+    fn json_values(&mut self, v: &serde_json::Value, path: &mut String, depth: usize) {
+        use serde_json::Value as J;
+        if self.args > MAX_ARGS {
+            return;
+        }
+        let text = |s: String| Cow::Owned(s.into_bytes());
+        match v {
+            J::Null => {}
+            J::Bool(b) => self.push_arg("json", Cow::Owned(path.clone()), text(b.to_string())),
+            J::Number(n) => self.push_arg("json", Cow::Owned(path.clone()), text(n.to_string())),
+            J::String(s) => self.push_arg("json", Cow::Owned(path.clone()), text(s.clone())),
+            _ if depth >= JSON_DEPTH => self.push_arg("json", Cow::Owned(path.clone()), text(v.to_string())),
+            J::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.json_values(item, path, depth + 1);
+                    path.truncate(len);
                 }
             }
-            Target::Args => self.args.iter().for_each(|a| f(&a.name, &a.bytes)),
-            Target::ArgNames => self.args.iter().for_each(|a| {
-                let name = a.name.split_once(':').map_or(&*a.name, |(_, n)| n);
-                f(&a.name, name.as_bytes())
-            }),
-            Target::Headers => self.headers.iter().for_each(|(n, v)| f(&header_name(n), v)),
-            Target::Header(h) => {
-                self.headers.iter().filter(|(n, _)| n == h).for_each(|(n, v)| f(&header_name(n), v))
-            }
-            Target::HeaderNames => self.headers.iter().for_each(|(n, _)| f(&header_name(n), n.as_bytes())),
-            Target::Cookies => self.cookies.iter().for_each(|(n, v)| f(&format!("cookie:{n}"), v)),
-            Target::CookieNames => {
-                self.cookies.iter().for_each(|(n, _)| f(&format!("cookie:{n}"), n.as_bytes()))
-            }
-            Target::Body => {
-                if let Some(b) = self.body {
-                    f("body", b)
+            J::Object(map) => {
+                for (k, item) in map {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    let empty = match item {
+                        J::Object(m) => m.is_empty(),
+                        J::Array(a) => a.is_empty(),
+                        J::Null => true,
+                        _ => false,
+                    };
+                    if empty {
+                        // An empty object or list still has a key to look at.
+                        self.push_arg("json", Cow::Owned(path.clone()), Cow::Borrowed(b""));
+                    } else {
+                        self.json_values(item, path, depth + 1);
+                    }
+                    path.truncate(len);
                 }
             }
-            Target::Files => self.files.iter().for_each(|v| f(&v.name, &v.bytes)),
-            Target::Anomalies => self.anomalies.iter().for_each(|a| f("anomalies", a.as_bytes())),
         }
     }
 }
@@ -182,34 +328,9 @@ fn anomalies(uri: &Uri, headers: &HeaderMap) -> Vec<&'static str> {
     found
 }
 
-fn header_name(n: &str) -> String {
-    format!("header:{n}")
-}
-
 /// Whether inspecting `target` needs the request body.
 pub fn reads_body(target: &Target) -> bool {
     matches!(target, Target::Args | Target::ArgNames | Target::Body | Target::Files)
-}
-
-/// `a=1&b=2` (`+` as space, `%XX` decoded once), as `PREFIX:NAME` values.
-/// Only `&` separates (as WHATWG and ModSecurity read it): a `;` stays in
-/// its value, where an injection needs it.
-fn form_pairs<'r>(text: &'r [u8], prefix: &str, out: &mut Vec<Value<'r>>) {
-    for pair in text.split(|&b| b == b'&') {
-        if out.len() > MAX_ARGS {
-            return;
-        }
-        if pair.is_empty() {
-            continue;
-        }
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &b""[..]),
-        };
-        let name = form_decode(name);
-        let name = format!("{prefix}:{}", String::from_utf8_lossy(&name));
-        out.push(Value { name: Cow::Owned(name), bytes: form_decode(value) });
-    }
 }
 
 fn form_decode(v: &[u8]) -> Cow<'_, [u8]> {
@@ -250,54 +371,6 @@ fn cookies(header: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, &[u8])> {
     })
 }
 
-/// Every key (as the value's name) and every string, number and boolean
-/// value of a JSON document: `json:user.name`, `json:items[0].sku`.
-fn json_values(v: &serde_json::Value, path: &mut String, depth: usize, out: &mut Vec<Value<'_>>) {
-    use serde_json::Value as J;
-    if out.len() > MAX_ARGS {
-        return;
-    }
-    let text = |s: String| Cow::Owned(s.into_bytes());
-    match v {
-        J::Null => {}
-        J::Bool(b) => out.push(Value { name: Cow::Owned(path.clone()), bytes: text(b.to_string()) }),
-        J::Number(n) => out.push(Value { name: Cow::Owned(path.clone()), bytes: text(n.to_string()) }),
-        J::String(s) => out.push(Value { name: Cow::Owned(path.clone()), bytes: text(s.clone()) }),
-        _ if depth >= JSON_DEPTH => {
-            out.push(Value { name: Cow::Owned(path.clone()), bytes: text(v.to_string()) })
-        }
-        J::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                json_values(item, path, depth + 1, out);
-                path.truncate(len);
-            }
-        }
-        J::Object(map) => {
-            for (k, item) in map {
-                let len = path.len();
-                if !path.ends_with(':') {
-                    path.push('.');
-                }
-                path.push_str(k);
-                match item {
-                    // An empty object or list still has a key to look at.
-                    J::Object(m) if m.is_empty() => {
-                        out.push(Value { name: Cow::Owned(path.clone()), bytes: Cow::Borrowed(b"") })
-                    }
-                    J::Array(a) if a.is_empty() => {
-                        out.push(Value { name: Cow::Owned(path.clone()), bytes: Cow::Borrowed(b"") })
-                    }
-                    J::Null => out.push(Value { name: Cow::Owned(path.clone()), bytes: Cow::Borrowed(b"") }),
-                    _ => json_values(item, path, depth + 1, out),
-                }
-                path.truncate(len);
-            }
-        }
-    }
-}
-
 /// The `boundary` parameter of a multipart content type.
 fn boundary(content_type: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(content_type).ok()?;
@@ -310,20 +383,17 @@ fn boundary(content_type: &[u8]) -> Option<Vec<u8>> {
         .filter(|b| !b.is_empty() && b.len() <= 200)
 }
 
-type Multipart<'r> = (Vec<Value<'r>>, Vec<Value<'r>>);
-
-/// The fields (as `multipart:NAME`) and upload file names (as
+/// The fields (as `multipart:NAME` arguments) and upload file names (as
 /// `file:NAME`) of a `multipart/form-data` body; `None` if it is not one.
 /// File contents are not inspected.
-fn multipart<'r>(body: &'r [u8], boundary: &[u8]) -> Option<Multipart<'r>> {
+fn multipart<'r>(body: &'r [u8], boundary: &[u8]) -> Option<Vec<Item<'r>>> {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
-    let mut fields = Vec::new();
-    let mut files = Vec::new();
+    let mut parts = Vec::new();
     let mut rest = &body[find(body, &delimiter)? + delimiter.len()..];
     loop {
         if rest.starts_with(b"--") {
-            return Some((fields, files));
+            return Some(parts);
         }
         rest = rest.strip_prefix(b"\r\n").or_else(|| rest.strip_prefix(b"\n"))?;
         let end = find(rest, &delimiter);
@@ -336,14 +406,13 @@ fn multipart<'r>(body: &'r [u8], boundary: &[u8]) -> Option<Multipart<'r>> {
         let content =
             content.strip_suffix(b"\r\n").or_else(|| content.strip_suffix(b"\n")).unwrap_or(content);
         let (name, filename) = disposition(head)?;
-        match filename {
-            Some(f) => files.push(Value { name: Cow::Owned(format!("file:{name}")), bytes: Cow::Owned(f) }),
-            None => fields
-                .push(Value { name: Cow::Owned(format!("multipart:{name}")), bytes: Cow::Borrowed(content) }),
-        }
+        parts.push(match filename {
+            Some(f) => Item::named(Kind::File, "file", Cow::Owned(name), Cow::Owned(f)),
+            None => Item::named(Kind::ArgValue, "multipart", Cow::Owned(name), Cow::Borrowed(content)),
+        });
         match end {
             Some(e) => rest = &rest[e + delimiter.len()..],
-            None => return Some((fields, files)),
+            None => return Some(parts),
         }
     }
 }
@@ -384,7 +453,15 @@ mod tests {
 
     fn collect(i: &Inspected<'_>, t: Target) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        i.each(&t, |n, v| out.push((n.to_owned(), String::from_utf8_lossy(v).into_owned())));
+        for item in i.items() {
+            if covers(&t, item.kind, item) {
+                out.push((item.name(), String::from_utf8_lossy(&item.bytes).into_owned()));
+            }
+            if let Some(k) = item.name_kind().filter(|k| covers(&t, *k, item)) {
+                let _ = k;
+                out.push((item.name(), item.key.to_string()));
+            }
+        }
         out
     }
 

@@ -17,14 +17,15 @@ const URL_DECODE_PASSES: usize = 4;
 pub fn apply<'v>(pipeline: &[Transform], value: &'v [u8]) -> Cow<'v, [u8]> {
     let mut out = Cow::Borrowed(value);
     for t in pipeline {
-        if let Some(changed) = one(*t, &out) {
+        if let Some(changed) = step(*t, &out) {
             out = Cow::Owned(changed);
         }
     }
     out
 }
 
-fn one(t: Transform, v: &[u8]) -> Option<Vec<u8>> {
+/// One transform: the new value, or `None` if it leaves `v` as it is.
+pub fn step(t: Transform, v: &[u8]) -> Option<Vec<u8>> {
     match t {
         Transform::UrlDecode => url_decode(v),
         Transform::HtmlEntityDecode => html_entity_decode(v),
@@ -37,7 +38,18 @@ fn one(t: Transform, v: &[u8]) -> Option<Vec<u8>> {
         Transform::RemoveComments => remove_comments(v),
         Transform::Base64Decode => Some(base64_decode(v)),
         Transform::Utf8Overlong => utf8_overlong(v),
-        Transform::CmdLine => Some(cmd_line(v)),
+        Transform::CmdLine => {
+            let plain = |&b: &u8| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./:=@%+&?#()[]{}<>|;$*!~`\n".contains(&b)
+            };
+            // A single space between plain bytes also stays as it is.
+            let spaced = v.windows(2).all(|w| !(w[0] == b' ' && w[1] == b' ')) && v.first() != Some(&b' ');
+            if v.iter().all(|b| plain(b) || *b == b' ') && spaced {
+                None
+            } else {
+                Some(cmd_line(v))
+            }
+        }
     }
 }
 
@@ -326,7 +338,14 @@ pub fn normalize_path(v: &[u8]) -> Option<Vec<u8>> {
 
 fn compress_whitespace(v: &[u8]) -> Option<Vec<u8>> {
     let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
-    let needs = v.windows(2).any(|w| ws(w[0]) && ws(w[1])) || v.iter().any(|&b| ws(b) && b != b' ');
+    // One pass: a whitespace byte other than a space, or two in a row.
+    let mut prev = false;
+    let needs = v.iter().any(|&b| {
+        let here = ws(b);
+        let hit = here && (b != b' ' || prev);
+        prev = here;
+        hit
+    });
     if !needs {
         return None;
     }
@@ -346,7 +365,7 @@ fn compress_whitespace(v: &[u8]) -> Option<Vec<u8>> {
 /// Block comments (`/* … */`, an unclosed one to the end) become one
 /// space; MySQL's executable comments (`/*!50000 … */`) keep their text.
 fn remove_comments(v: &[u8]) -> Option<Vec<u8>> {
-    if !v.windows(2).any(|w| w == b"/*" || w == b"*/") {
+    if memchr::memmem::find(v, b"/*").is_none() && memchr::memmem::find(v, b"*/").is_none() {
         return None;
     }
     let mut out = Vec::with_capacity(v.len());
