@@ -178,10 +178,17 @@ impl<'r> Inspected<'r> {
         if essence == b"application/x-www-form-urlencoded" {
             self.form_pairs(body, "form");
         } else if essence == b"application/json" || essence.ends_with(b"+json") {
-            match serde_json::from_slice::<serde_json::Value>(body) {
-                Ok(v) => self.json_values(&v, &mut String::new(), 0),
-                // What does not parse is still looked at, whole.
-                Err(_) => whole(self),
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let mut path = String::new();
+            let walked = serde::de::DeserializeSeed::deserialize(
+                JsonWalk { me: self, path: &mut path, depth: 0 },
+                &mut de,
+            )
+            .and_then(|()| de.end());
+            // What does not parse is still looked at, whole (beside what
+            // was read of it).
+            if walked.is_err() {
+                whole(self);
             }
         } else if essence == b"multipart/form-data" {
             match boundary(content_type).and_then(|b| multipart(body, &b)) {
@@ -228,53 +235,131 @@ impl<'r> Inspected<'r> {
             self.push_arg(source, name, form_decode(value));
         }
     }
+}
 
-    /// Every key (as the value's name) and every string, number and
-    /// boolean value of a JSON document: `json:user.name`,
-    /// `json:items[0].sku`.
-    fn json_values(&mut self, v: &serde_json::Value, path: &mut String, depth: usize) {
-        use serde_json::Value as J;
-        if self.args > MAX_ARGS {
-            return;
+/// Walks a JSON document as it is parsed: every key (as the value's name)
+/// and every string, number and boolean becomes an argument,
+/// `json:user.name`, `json:items[0].sku`. Strings without escapes are
+/// borrowed from the body, not copied; an empty object or list, or a
+/// `null`, still gives its key (with an empty value). Past
+/// [`JSON_DEPTH`], a value is read whole, as its JSON text.
+struct JsonWalk<'a, 'r> {
+    me: &'a mut Inspected<'r>,
+    path: &'a mut String,
+    depth: usize,
+}
+
+impl<'a, 'r> JsonWalk<'a, 'r> {
+    fn push(self, bytes: Cow<'r, [u8]>) {
+        let key = Cow::Owned(self.path.clone());
+        self.me.push_arg("json", key, bytes);
+    }
+
+    fn child(&mut self) -> JsonWalk<'_, 'r> {
+        JsonWalk { me: self.me, path: self.path, depth: self.depth + 1 }
+    }
+}
+
+impl<'de: 'r, 'r> serde::de::DeserializeSeed<'de> for JsonWalk<'_, 'r> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.depth >= JSON_DEPTH {
+            let v = serde_json::Value::deserialize(d)?;
+            self.push(Cow::Owned(v.to_string().into_bytes()));
+            return Ok(());
         }
-        let text = |s: String| Cow::Owned(s.into_bytes());
-        match v {
-            J::Null => {}
-            J::Bool(b) => self.push_arg("json", Cow::Owned(path.clone()), text(b.to_string())),
-            J::Number(n) => self.push_arg("json", Cow::Owned(path.clone()), text(n.to_string())),
-            J::String(s) => self.push_arg("json", Cow::Owned(path.clone()), text(s.clone())),
-            _ if depth >= JSON_DEPTH => self.push_arg("json", Cow::Owned(path.clone()), text(v.to_string())),
-            J::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    self.json_values(item, path, depth + 1);
-                    path.truncate(len);
-                }
-            }
-            J::Object(map) => {
-                for (k, item) in map {
-                    let len = path.len();
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(k);
-                    let empty = match item {
-                        J::Object(m) => m.is_empty(),
-                        J::Array(a) => a.is_empty(),
-                        J::Null => true,
-                        _ => false,
-                    };
-                    if empty {
-                        // An empty object or list still has a key to look at.
-                        self.push_arg("json", Cow::Owned(path.clone()), Cow::Borrowed(b""));
-                    } else {
-                        self.json_values(item, path, depth + 1);
-                    }
-                    path.truncate(len);
-                }
-            }
+        d.deserialize_any(self)
+    }
+}
+
+use serde::Deserialize as _;
+
+impl<'de: 'r, 'r> serde::de::Visitor<'de> for JsonWalk<'_, 'r> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.push(Cow::Borrowed(if v { b"true" } else { b"false" }));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.push(Cow::Owned(v.to_string().into_bytes()));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.push(Cow::Owned(v.to_string().into_bytes()));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        let text = serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string());
+        self.push(Cow::Owned(text.into_bytes()));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.push(Cow::Borrowed(v.as_bytes()));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.push(Cow::Owned(v.as_bytes().to_vec()));
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.push(Cow::Owned(v.into_bytes()));
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        // `null`: under a key, the key is still looked at.
+        if !self.path.is_empty() {
+            self.push(Cow::Borrowed(b""));
         }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            let len = self.path.len();
+            self.path.push_str(&format!("[{i}]"));
+            let more = seq.next_element_seed(self.child())?;
+            self.path.truncate(len);
+            if more.is_none() {
+                break;
+            }
+            i += 1;
+        }
+        if i == 0 && !self.path.is_empty() {
+            self.push(Cow::Borrowed(b""));
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut any = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            any = true;
+            let len = self.path.len();
+            if !self.path.is_empty() {
+                self.path.push('.');
+            }
+            self.path.push_str(&key);
+            map.next_value_seed(self.child())?;
+            self.path.truncate(len);
+        }
+        if !any && !self.path.is_empty() {
+            self.push(Cow::Borrowed(b""));
+        }
+        Ok(())
     }
 }
 
@@ -495,20 +580,25 @@ mod tests {
         let i = Inspected::new((&p.method, &p.uri, &p.headers), "/j", Some(body));
         let args = collect(&i, Target::Args);
         let names: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
-        // (serde_json's maps are sorted by key.)
-        assert_eq!(
-            names,
-            [
-                "json:e",
-                "json:note",
-                "json:user.age",
-                "json:user.name",
-                "json:user.tags[0]",
-                "json:user.tags[1]"
-            ]
-        );
-        assert_eq!(args[3].1, "O'Brien");
-        assert_eq!(collect(&i, Target::ArgNames)[3].1, "user.name");
+        // In document order, as parsed.
+        let want = [
+            "json:user.name",
+            "json:user.age",
+            "json:user.tags[0]",
+            "json:user.tags[1]",
+            "json:note",
+            "json:e",
+        ];
+        assert_eq!(names, want);
+        assert_eq!(args[0].1, "O'Brien");
+        assert_eq!(collect(&i, Target::ArgNames)[0].1, "user.name");
+        // Escaped strings are decoded; past the depth limit a value is read
+        // whole, as its JSON text.
+        let deep = format!("{}\"\\u003c\"{}", "[".repeat(40), "]".repeat(40));
+        let i = Inspected::new((&p.method, &p.uri, &p.headers), "/j", Some(deep.as_bytes()));
+        let args = collect(&i, Target::Args);
+        assert_eq!(args.len(), 1);
+        assert!(args[0].0.starts_with("json:[0][0]") && args[0].1.contains("\"<\""), "{args:?}");
         assert!(collect(&i, Target::Body).is_empty());
         let bad = Inspected::new((&p.method, &p.uri, &p.headers), "/j", Some(b"{not json"));
         assert_eq!(collect(&bad, Target::Body).len(), 1, "what does not parse is inspected whole");
