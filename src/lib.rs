@@ -39,5 +39,6 @@ pub mod proxy;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod syntax;
 pub mod tls;
 pub mod worker;

@@ -60,24 +60,7 @@ pub fn parse_form(input: &[u8]) -> Result<Vec<(String, String)>, QueueError> {
 /// two hex digits stands for itself, as browsers and `form_urlencoded` do);
 /// `None` if the bytes are not UTF-8.
 fn form_text(raw: &[u8]) -> Option<String> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::syntax::form_decode(raw).into_owned()).ok()
 }
 
 /// Converts Query parameters (minus `Action` and `Version`) to the JSON

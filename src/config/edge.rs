@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::decode::{Decoder, Node, Table};
 use super::{KeyPath, Problem};
+use crate::syntax::is_token;
 
 /// Default of `max_keys`: buckets one limit keeps at most.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -242,10 +243,6 @@ pub struct RouteAuth {
     pub forward_token: bool,
     pub token_from: TokenSource,
     pub at: KeyPath,
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// `trusted_proxies: [CIDR, …]` (a bare address is a /32 or /128).

@@ -1063,8 +1063,7 @@ fn decode_upgrades(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<String> {
     for item in d.list(node) {
         let Some(p) = d.string(&item) else { continue };
         let p = p.to_ascii_lowercase();
-        let token =
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let token = crate::syntax::is_token(&p);
         if !token {
             d.invalid(&item, format!("`{p}` is not an upgrade protocol name"));
         } else if p == "h2c" {
@@ -1102,8 +1101,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         for item in items {
             let Some(m) = d.string(&item) else { continue };
             let upper = m.to_ascii_uppercase();
-            let token = !upper.is_empty()
-                && upper.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let token = crate::syntax::is_token(&upper);
             if !token {
                 d.invalid(&item, format!("`{m}` is not an HTTP method"));
             } else if !KNOWN_METHODS.contains(&upper.as_str()) && m != upper {
@@ -1198,8 +1196,7 @@ fn decode_respond(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<FixedResponse>
     let mut headers = Vec::new();
     if let Some(h) = t.get("headers") {
         for (name, v) in d.entries(&h) {
-            let valid_name = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let valid_name = crate::syntax::is_token(&name);
             if !valid_name {
                 d.invalid(&v, format!("`{name}` is not a valid header name"));
                 continue;

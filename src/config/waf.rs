@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::decode::{Decoder, Node};
 use super::{KeyPath, Problem};
+use crate::syntax::is_tchar;
 
 /// Default of `waf.anomaly_threshold`.
 pub const DEFAULT_THRESHOLD: u32 = 5;
@@ -287,10 +288,6 @@ impl fmt::Display for Transform {
         let name = TRANSFORMS.iter().find(|(_, t)| t == self).map_or("?", |(n, _)| n);
         f.write_str(name)
     }
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// `waf:` at the top level; `rules` resolves against `base`. A bad value

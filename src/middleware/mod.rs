@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod gate;
 pub mod metrics;
 pub mod throttle;
 pub mod timeout;

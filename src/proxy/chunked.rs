@@ -9,6 +9,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::syntax::{hex_digit as hex, is_tchar};
+
 /// Longest chunk-size line extension accepted, in bytes.
 const MAX_EXTENSION: usize = 4096;
 /// Most trailer bytes accepted after the last chunk.
@@ -218,20 +220,6 @@ impl Decoder {
             }
             _ => State::TrailerValue,
         })
-    }
-}
-
-/// A character of a token (RFC 9110 §5.6.2), which field names are.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -95,12 +95,7 @@ fn push_escape(out: &mut String, c: u8, changed: &mut bool, original: &[u8]) {
 }
 
 fn hex(b: &u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    crate::syntax::hex_digit(*b)
 }
 
 /// Step 3, on a path whose escapes are already decoded.

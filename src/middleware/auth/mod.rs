@@ -19,21 +19,19 @@ pub mod keys;
 pub mod provider;
 pub mod token;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Response, StatusCode};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::GatewayBody;
 use crate::config::{RouteAuth, TokenSource};
 use crate::error::{BoxHttpError, HttpError};
 use crate::exchange::{claim_text, Claims, Exchange, ExchangeService};
+use crate::middleware::gate::{Answer, GateFuture};
 pub use provider::{Provider, Verified};
 use token::TokenError;
 
@@ -254,34 +252,32 @@ impl<S> Auth<S> {
     }
 }
 
-type Answer = Result<Response<GatewayBody>, BoxHttpError>;
-
 impl<S> Service<Exchange> for Auth<S>
 where
     S: ExchangeService,
 {
     type Response = Response<GatewayBody>;
     type Error = BoxHttpError;
-    type Future = AuthFuture<S::Future>;
+    type Future = GateFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxHttpError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut ex: Exchange) -> Self::Future {
-        let reject = |e: AuthError| AuthFuture::Rejected { error: Some(Box::new(e)) };
+        let reject = |e: AuthError| GateFuture::refuse(e);
         let verified = match token::extract(ex.request.headers(), &self.rules.token_from) {
             Ok(token) => self.provider.verify(token),
             Err(e) => return reject(e.into()),
         };
         match verified {
             Verified::Claims(claims) => match self.admit(&mut ex, claims) {
-                Ok(()) => AuthFuture::Admitted { inner: self.inner.call(ex) },
+                Ok(()) => GateFuture::Passed { inner: self.inner.call(ex) },
                 Err(e) => reject(e),
             },
             Verified::Refused(e) => reject(e.into()),
             Verified::NoKeys => reject(AuthError::NoKeys(self.provider.name().clone())),
-            Verified::UnknownKey(kid) => AuthFuture::Refetching { future: refetch(self.clone(), ex, kid) },
+            Verified::UnknownKey(kid) => GateFuture::Later { future: refetch(self.clone(), ex, kid) },
         }
     }
 }
@@ -305,29 +301,6 @@ where
         }
         auth.inner.call(ex).await
     })
-}
-
-pin_project! {
-    #[project = AuthProj]
-    pub enum AuthFuture<F> {
-        Rejected { error: Option<BoxHttpError> },
-        Admitted { #[pin] inner: F },
-        Refetching { future: BoxFuture<'static, Answer> },
-    }
-}
-
-impl<F: Future<Output = Answer>> Future for AuthFuture<F> {
-    type Output = Answer;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
-        match self.project() {
-            AuthProj::Rejected { error } => {
-                Poll::Ready(Err(error.take().expect("a rejected auth future is polled once")))
-            }
-            AuthProj::Admitted { inner } => inner.poll(cx),
-            AuthProj::Refetching { future } => future.as_mut().poll(cx),
-        }
-    }
 }
 
 #[cfg(test)]

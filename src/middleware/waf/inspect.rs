@@ -9,6 +9,7 @@ use http::header::{CONTENT_TYPE, COOKIE};
 use http::{HeaderMap, Method, Uri};
 
 use crate::config::waf::Target;
+use crate::syntax::form_decode;
 
 /// Nesting a JSON body is walked to; deeper values are read as their JSON
 /// text.
@@ -416,30 +417,6 @@ fn anomalies(uri: &Uri, headers: &HeaderMap) -> Vec<&'static str> {
 /// Whether inspecting `target` needs the request body.
 pub fn reads_body(target: &Target) -> bool {
     matches!(target, Target::Args | Target::ArgNames | Target::Body | Target::Files)
-}
-
-fn form_decode(v: &[u8]) -> Cow<'_, [u8]> {
-    if !v.iter().any(|&b| b == b'%' || b == b'+') {
-        return Cow::Borrowed(v);
-    }
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (v.get(i + 1).and_then(|&b| hex(b)), v.get(i + 2).and_then(|&b| hex(b))) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(out)
 }
 
 fn cookies(header: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, &[u8])> {

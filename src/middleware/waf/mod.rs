@@ -21,8 +21,6 @@ pub mod inspect;
 pub mod rules;
 pub mod transform;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -31,13 +29,13 @@ use futures_util::future::BoxFuture;
 use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{body_timeout_in, GatewayBody};
 use crate::config::waf::{OverLimit, WafMode};
 use crate::error::{BoxHttpError, HttpError};
 use crate::exchange::{Exchange, ExchangeService};
+use crate::middleware::gate::{Answer, GateFuture};
 use crate::middleware::metrics::{RuleLabel, WafLabel, WafMetrics};
 pub use rules::{Policy, RuleSet, Verdict};
 
@@ -118,15 +116,13 @@ pub struct Waf<S> {
     firewall: Arc<Firewall>,
 }
 
-type Answer = Result<Response<GatewayBody>, BoxHttpError>;
-
 impl<S> Service<Exchange> for Waf<S>
 where
     S: ExchangeService,
 {
     type Response = Response<GatewayBody>;
     type Error = BoxHttpError;
-    type Future = WafFuture<S::Future>;
+    type Future = GateFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxHttpError>> {
         self.inner.poll_ready(cx)
@@ -135,11 +131,11 @@ where
     fn call(&mut self, ex: Exchange) -> Self::Future {
         let fw = &self.firewall;
         if fw.policy.reads_body && !ex.request.body().is_end_stream() {
-            return WafFuture::Reading { future: read_then_inspect(self.clone(), ex) };
+            return GateFuture::Later { future: read_then_inspect(self.clone(), ex) };
         }
         match fw.judge(&ex, None) {
-            Ok(()) => WafFuture::Passed { inner: self.inner.call(ex) },
-            Err(e) => WafFuture::Refused { error: Some(Box::new(e)) },
+            Ok(()) => GateFuture::Passed { inner: self.inner.call(ex) },
+            Err(e) => GateFuture::refuse(e),
         }
     }
 }
@@ -244,28 +240,5 @@ impl Firewall {
             rules = %matched.join(" "),
             "waf"
         );
-    }
-}
-
-pin_project! {
-    #[project = WafProj]
-    pub enum WafFuture<F> {
-        Refused { error: Option<BoxHttpError> },
-        Passed { #[pin] inner: F },
-        Reading { future: BoxFuture<'static, Answer> },
-    }
-}
-
-impl<F: Future<Output = Answer>> Future for WafFuture<F> {
-    type Output = Answer;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
-        match self.project() {
-            WafProj::Refused { error } => {
-                Poll::Ready(Err(error.take().expect("a refused WAF future is polled once")))
-            }
-            WafProj::Passed { inner } => inner.poll(cx),
-            WafProj::Reading { future } => future.as_mut().poll(cx),
-        }
     }
 }

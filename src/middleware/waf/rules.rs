@@ -121,6 +121,8 @@ pub struct Policy {
     pub set: Arc<RuleSet>,
     /// Per rule: on for this route.
     enabled: Vec<bool>,
+    /// The rules on for this route that match by their patterns' absence.
+    negated: Vec<usize>,
     /// Per group: has a rule on.
     group_on: Vec<bool>,
     /// Per step: the kinds of value some group on, at or below it, selects.
@@ -284,7 +286,9 @@ impl Policy {
                 all.iter().filter(|e| e.rule.covers(r)).map(|e| e.arg.clone()).collect()
             })
             .collect();
+        let negated = (0..set.rules.len()).filter(|&r| enabled[r] && set.rules[r].negate).collect();
         Policy {
+            negated,
             mode: tuning.and_then(|t| t.mode).unwrap_or(top.mode),
             threshold: top.anomaly_threshold,
             set,
@@ -313,9 +317,9 @@ impl Policy {
         }
         let mut verdict = scan.verdict;
         // Negated rules fire when none of their patterns matched anywhere.
-        for (r, rule) in self.set.rules.iter().enumerate() {
-            if rule.negate && self.enabled[r] && !scan.negated_seen.contains(&r) {
-                verdict.hits.push(Hit { rule: r, target: rule.targets[0].to_string() });
+        for &r in &self.negated {
+            if !scan.negated_seen.contains(&r) {
+                verdict.hits.push(Hit { rule: r, target: self.set.rules[r].targets[0].to_string() });
             }
         }
         self.score(&mut verdict);

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use base64::Engine;
 
 use crate::config::waf::Transform;
+use crate::syntax::hex_digit as hex;
 
 /// How many times `url_decode` decodes at most (each pass must change the
 /// value to go on).
@@ -50,15 +51,6 @@ pub fn step(t: Transform, v: &[u8]) -> Option<Vec<u8>> {
                 Some(cmd_line(v))
             }
         }
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -220,8 +212,17 @@ fn entity(v: &[u8]) -> Option<(usize, u32)> {
     Some((semi(used.len()), u32::from(c)))
 }
 
-/// `\xHH`, `\uHHHH`, `\u{H…}`, `\OOO` and `\n`-style escapes.
-pub fn js_decode(v: &[u8]) -> Option<Vec<u8>> {
+/// What a backslash escape stands for.
+enum Unescaped {
+    Char(u32),
+    Byte(u8),
+    Nothing,
+}
+
+/// The bytes of `v` with each `\` escape replaced by what `decode` says
+/// it stands for; `decode` gets the bytes after the backslash and answers
+/// how many of them the escape used. A backslash at the end stays.
+fn unescape(v: &[u8], decode: impl Fn(&[u8]) -> (usize, Unescaped)) -> Option<Vec<u8>> {
     if !v.contains(&b'\\') {
         return None;
     }
@@ -233,7 +234,20 @@ pub fn js_decode(v: &[u8]) -> Option<Vec<u8>> {
             i += 1;
             continue;
         }
-        let rest = &v[i + 1..];
+        let (used, what) = decode(&v[i + 1..]);
+        match what {
+            Unescaped::Char(c) => push_char(&mut out, c),
+            Unescaped::Byte(b) => out.push(b),
+            Unescaped::Nothing => {}
+        }
+        i += 1 + used;
+    }
+    Some(out)
+}
+
+/// `\xHH`, `\uHHHH`, `\u{H…}`, `\OOO` and `\n`-style escapes.
+pub fn js_decode(v: &[u8]) -> Option<Vec<u8>> {
+    unescape(v, |rest| {
         let (used, c) = match rest[0] {
             b'x' | b'X' => match (rest.get(1).and_then(|&b| hex(b)), rest.get(2).and_then(|&b| hex(b))) {
                 (Some(h), Some(l)) => (3, u32::from(h << 4 | l)),
@@ -253,10 +267,8 @@ pub fn js_decode(v: &[u8]) -> Option<Vec<u8>> {
             b'v' => (1, 11),
             other => (1, u32::from(other)),
         };
-        push_char(&mut out, c);
-        i += 1 + used;
-    }
-    Some(out)
+        (used, Unescaped::Char(c))
+    })
 }
 
 fn js_unicode(rest: &[u8]) -> Option<(usize, u32)> {
@@ -279,31 +291,17 @@ fn js_unicode(rest: &[u8]) -> Option<(usize, u32)> {
 /// CSS escapes: `\` with one to six hex digits (and one optional space), or
 /// `\` before any other character, which stands for itself.
 pub fn css_decode(v: &[u8]) -> Option<Vec<u8>> {
-    if !v.contains(&b'\\') {
-        return None;
-    }
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] != b'\\' || i + 1 == v.len() {
-            out.push(v[i]);
-            i += 1;
-            continue;
-        }
-        let rest = &v[i + 1..];
+    unescape(v, |rest| {
         let n = rest.iter().take(6).take_while(|b| b.is_ascii_hexdigit()).count();
         if n > 0 {
             let c = rest[..n].iter().fold(0u32, |a, &b| a << 4 | u32::from(hex(b).unwrap_or(0)));
-            push_char(&mut out, c);
-            i += 1 + n + usize::from(rest.get(n).is_some_and(|b| b.is_ascii_whitespace()));
+            (n + usize::from(rest.get(n).is_some_and(|b| b.is_ascii_whitespace())), Unescaped::Char(c))
         } else if rest[0] == b'\n' {
-            i += 2;
+            (1, Unescaped::Nothing)
         } else {
-            out.push(rest[0]);
-            i += 2;
+            (1, Unescaped::Byte(rest[0]))
         }
-    }
-    Some(out)
+    })
 }
 
 /// Backslashes as slashes; `//`, `/./` and `/../` resolved (never above
