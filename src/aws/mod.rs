@@ -9,6 +9,8 @@
 //!   and `x-amzn-query-error: <QueryCode>;Sender`;
 //! - Query: status 400 and an `<ErrorResponse>` document.
 
+pub mod error;
+pub mod input;
 pub mod json;
 pub mod query;
 pub mod sigv4;
@@ -21,15 +23,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tower::Service;
 
 use crate::body::{ClientBody, GatewayBody};
 use crate::queue::storage::Storage;
 use crate::queue::{QueueEngine, QueueError};
 use crate::server::ConnInfo;
+use error::{respond, AwsError, Dialect};
 pub use sigv4::Credentials;
 
 /// Largest request body accepted (ten 1 MiB messages, base64 overhead).
@@ -69,68 +72,25 @@ enum Protocol {
     Query,
 }
 
-/// A failure before or outside an action: protocol and auth problems.
-struct Failure {
-    status: StatusCode,
-    code: String,
-    shape: String,
-    fault: &'static str,
-    message: String,
-}
-
-impl From<QueueError> for Failure {
-    fn from(e: QueueError) -> Self {
-        Failure {
-            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-            code: e.query_code().to_owned(),
-            shape: e.shape().to_owned(),
-            fault: e.fault(),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl Failure {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Failure { status, code: code.into(), shape: code.into(), fault: "Sender", message: message.into() }
-    }
-}
-
 fn request_id() -> String {
     crate::queue::message::uuid_text(fastrand::u128(..))
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: String,
-    request_id: &str,
-) -> Response<GatewayBody> {
-    let mut r = Response::new(GatewayBody::full(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        r.headers_mut().insert("x-amzn-requestid", id);
-    }
-    r
+/// What every action of a request needs besides its input.
+struct Call<'a> {
+    protocol: Protocol,
+    request_id: &'a str,
+    /// The `Host` the client used, for queue URLs.
+    host: &'a str,
+    sender: Option<String>,
 }
 
-fn render_failure(protocol: Protocol, f: &Failure, request_id: &str) -> Response<GatewayBody> {
-    match protocol {
-        Protocol::Json => {
-            let body = json!({ "__type": format!("com.amazonaws.sqs#{}", f.shape), "message": f.message });
-            let mut r = respond(f.status, "application/x-amz-json-1.0", json::to_string(&body), request_id);
-            if let Ok(v) = HeaderValue::from_str(&format!("{};{}", f.code, f.fault)) {
-                r.headers_mut().insert("x-amzn-query-error", v);
-            }
-            r
+impl Call<'_> {
+    fn fail(&self, dialect: Dialect, e: &AwsError) -> Response<GatewayBody> {
+        match self.protocol {
+            Protocol::Json => error::json_error(dialect, e, self.request_id),
+            Protocol::Query => error::xml_error(dialect, e, self.request_id),
         }
-        Protocol::Query => respond(
-            f.status,
-            "text/xml",
-            sqs::error_xml(&f.code, f.fault, &f.message, request_id),
-            request_id,
-        ),
     }
 }
 
@@ -146,34 +106,6 @@ impl<S: Storage> AwsService<S> {
         let (parts, body) = req.into_parts();
         let protocol =
             if parts.headers.contains_key("x-amz-target") { Protocol::Json } else { Protocol::Query };
-        let body = match Limited::new(body, MAX_REQUEST).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                let too_big = e.is::<http_body_util::LengthLimitError>();
-                if let Some(t) = crate::body::body_timeout_in(&*e) {
-                    let f = Failure::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", t.to_string());
-                    let mut r = render_failure(protocol, &f, &rid);
-                    if parts.version <= http::Version::HTTP_11 {
-                        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    return r;
-                }
-                let f = if too_big {
-                    Failure::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "RequestEntityTooLarge",
-                        "The request body is too large.",
-                    )
-                } else {
-                    Failure::new(
-                        StatusCode::BAD_REQUEST,
-                        "MalformedInput",
-                        format!("The request body could not be read: {e}"),
-                    )
-                };
-                return render_failure(protocol, &f, &rid);
-            }
-        };
         let host = parts
             .headers
             .get(header::HOST)
@@ -181,149 +113,159 @@ impl<S: Storage> AwsService<S> {
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost")
             .to_owned();
-
-        if let Some(creds) = &self.credentials {
-            let signed = sigv4::Signed {
-                method: parts.method.as_str(),
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                headers: &parts.headers,
-                authority: parts.uri.authority().map(|a| a.as_str()),
-                body: &body,
-            };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            if let Err(e) = sigv4::verify(&signed, creds, now) {
-                let f = Failure::new(e.status(), e.code(), e.to_string());
-                return render_failure(protocol, &f, &rid);
-            }
-        }
-        let sender = match sigv4_access_key(&parts.headers) {
-            Some(key) if self.credentials.is_some() => Some(key),
-            _ => self.peer.as_deref().map(str::to_owned),
-        };
-
-        if protocol == Protocol::Json {
-            let action = json_target(&parts.headers).and_then(|t| t.strip_prefix("AmazonSQS."));
-            if let Some(action) = action {
-                if let Some(result) = sqs::execute_typed(&self.engine, action, &body, &sender).await {
-                    return answer(protocol, action, result, &rid);
+        let mut cx = Call { protocol, request_id: &rid, host: &host, sender: None };
+        let body = match read_body(body).await {
+            Ok(body) => body,
+            Err(e) => {
+                let mut r = cx.fail(sqs::DIALECT, &e);
+                // A client too slow to send its body does not keep the connection.
+                if e.status == StatusCode::REQUEST_TIMEOUT && parts.version <= http::Version::HTTP_11 {
+                    r.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
                 }
+                return r;
+            }
+        };
+        // A message's sender: the verified access key, else the peer.
+        cx.sender = match self.authenticate(&parts, &body) {
+            Ok(Some(key)) => Some(key),
+            Ok(None) => self.peer.as_deref().map(str::to_owned),
+            Err(e) => return cx.fail(sqs::DIALECT, &e),
+        };
+        match protocol {
+            Protocol::Json => self.json_call(&parts.headers, &body, cx).await,
+            Protocol::Query => self.query_call(&parts.uri, &body, cx).await,
+        }
+    }
+
+    /// Checks the request's SigV4 signature when credentials are
+    /// configured: the access key that signed it.
+    fn authenticate(&self, parts: &http::request::Parts, body: &[u8]) -> Result<Option<String>, AwsError> {
+        let Some(creds) = &self.credentials else { return Ok(None) };
+        let signed = sigv4::Signed {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            body,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        sigv4::verify(&signed, creds, now)
+            .map(Some)
+            .map_err(|e| AwsError::new(e.status(), e.code(), e.to_string()))
+    }
+
+    /// A JSON-protocol request: the service and action are in `X-Amz-Target`.
+    async fn json_call(&self, headers: &http::HeaderMap, body: &[u8], cx: Call<'_>) -> Response<GatewayBody> {
+        let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let Some(action) = target.strip_prefix("AmazonSQS.") else {
+            let e = AwsError::sender("UnknownOperationException", format!("Unknown operation {target}"));
+            return cx.fail(sqs::DIALECT, &e);
+        };
+        let op = match sqs::op::Op::parse_json(action, body) {
+            Ok(op) => op,
+            Err(sqs::op::ParseFailure::Serialization(m)) => {
+                return cx.fail(sqs::DIALECT, &AwsError::sender("SerializationException", m))
+            }
+            Err(sqs::op::ParseFailure::Op(e)) => return cx.fail(sqs::DIALECT, &e.to_aws()),
+        };
+        self.sqs(op, cx).await
+    }
+
+    /// A Query-protocol request: `Action` and `Version` name the action and
+    /// the service.
+    async fn query_call(&self, uri: &http::Uri, body: &[u8], cx: Call<'_>) -> Response<GatewayBody> {
+        let mut params = Vec::new();
+        let mut problem = None;
+        for text in [uri.query().unwrap_or("").as_bytes(), body] {
+            let (pairs, p) = query::parse_form(text);
+            params.extend(pairs);
+            problem = problem.or(p);
+        }
+        let Some(action) = params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()) else {
+            let e = AwsError::sender("MissingAction", "The request must contain the parameter Action.");
+            return cx.fail(sqs::DIALECT, &e);
+        };
+        // Signature and protocol parameters are not action input.
+        params.retain(|(k, _)| !PROTOCOL_PARAMETERS.contains(&k.as_str()));
+        if let Some(p) = problem {
+            let e = if p.in_message() {
+                QueueError::InvalidMessageContents(p.message)
+            } else {
+                QueueError::InvalidParameterValue(p.message)
+            };
+            return cx.fail(sqs::DIALECT, &sqs::error::Error::from(e).to_aws());
+        }
+        let mut input = query::flattened_to_json(&params);
+        // Older SDKs post queue actions to the queue's URL instead of naming it.
+        let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+        if input.get("QueueUrl").is_none() && segments.len() == 2 {
+            input["QueueUrl"] = Value::String(format!("/{}/{}", segments[0], segments[1]));
+        }
+        match sqs::op::Op::parse(&action, &input) {
+            Ok(op) => self.sqs(op, cx).await,
+            Err(e) => cx.fail(sqs::DIALECT, &e.to_aws()),
+        }
+    }
+
+    /// Applies an SQS operation and encodes its answer.
+    async fn sqs(&self, op: sqs::op::Op, cx: Call<'_>) -> Response<GatewayBody> {
+        let action = op.name();
+        let caller = sqs::apply::Caller { host: cx.host, sender: cx.sender.clone() };
+        match op.apply(&self.engine, caller).await {
+            Ok(out) => match cx.protocol {
+                Protocol::Json => respond(StatusCode::OK, JSON_TYPE, out.to_json(), cx.request_id),
+                Protocol::Query => {
+                    respond(StatusCode::OK, "text/xml", out.to_xml(action, cx.request_id), cx.request_id)
+                }
+            },
+            Err(e) => {
+                if e.is_internal() {
+                    tracing::error!(action, error = %e, "queue action failed");
+                }
+                cx.fail(sqs::DIALECT, &e.to_aws())
             }
         }
-        let decoded = match protocol {
-            Protocol::Json => decode_json(&parts.headers, &body),
-            Protocol::Query => decode_query(parts.uri.path(), parts.uri.query(), &body),
-        };
-        let (action, input) = match decoded {
-            Ok(x) => x,
-            Err(f) => return render_failure(protocol, &f, &rid),
-        };
-        let call = sqs::Call { action: &action, input: &input, host: &host, sender };
-        let result = sqs::execute(&self.engine, call).await;
-        answer(protocol, &action, result, &rid)
     }
 }
 
-/// The HTTP answer to an action's result.
-fn answer(
-    protocol: Protocol,
-    action: &str,
-    result: Result<sqs::Output, QueueError>,
-    rid: &str,
-) -> Response<GatewayBody> {
-    match result {
-        Ok(output) => match protocol {
-            Protocol::Json => respond(StatusCode::OK, "application/x-amz-json-1.0", output.to_json(), rid),
-            Protocol::Query => {
-                respond(StatusCode::OK, "text/xml", sqs::to_xml(action, &output.into_value(), rid), rid)
-            }
-        },
-        Err(e) => {
-            if matches!(e, QueueError::Internal(_)) {
-                tracing::error!(action = %action, error = %e, "queue action failed");
-            }
-            render_failure(protocol, &Failure::from(e), rid)
-        }
-    }
-}
+const JSON_TYPE: &str = "application/x-amz-json-1.0";
 
-/// The `X-Amz-Target` header of a JSON-protocol request.
-fn json_target(headers: &http::HeaderMap) -> Option<&str> {
-    headers.get("x-amz-target").and_then(|v| v.to_str().ok())
-}
+/// Query parameters that carry the protocol or an old-style signature.
+const PROTOCOL_PARAMETERS: &[&str] = &[
+    "Action",
+    "Version",
+    "AWSAccessKeyId",
+    "Signature",
+    "SignatureMethod",
+    "SignatureVersion",
+    "Timestamp",
+    "Expires",
+];
 
-/// The access key named in a SigV4 `Authorization` header.
-fn sigv4_access_key(headers: &http::HeaderMap) -> Option<String> {
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let cred = auth.split("Credential=").nth(1)?;
-    Some(cred.split('/').next()?.to_owned())
-}
-
-fn decode_json(headers: &http::HeaderMap, body: &[u8]) -> Result<(String, Value), Failure> {
-    let target = json_target(headers).unwrap_or("");
-    let action = target.strip_prefix("AmazonSQS.").ok_or_else(|| {
-        Failure::new(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            format!("Unknown operation {target}"),
-        )
-    })?;
-    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            Failure::new(
-                StatusCode::BAD_REQUEST,
-                "SerializationException",
-                format!("The request body is not valid JSON: {e}"),
-            )
-        })?
+/// The whole request body, within [`MAX_REQUEST`] and the body deadline.
+async fn read_body<B>(body: B) -> Result<Bytes, AwsError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::body::BoxError>,
+{
+    let e = match Limited::new(body, MAX_REQUEST).collect().await {
+        Ok(b) => return Ok(b.to_bytes()),
+        Err(e) => e,
     };
-    if !input.is_object() {
-        return Err(Failure::new(
-            StatusCode::BAD_REQUEST,
-            "SerializationException",
-            "The request body must be a JSON object.",
+    if let Some(t) = crate::body::body_timeout_in(&*e) {
+        return Err(AwsError::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", t.to_string()));
+    }
+    if e.is::<http_body_util::LengthLimitError>() {
+        return Err(AwsError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "The request body is too large.",
         ));
     }
-    Ok((action.to_owned(), input))
-}
-
-fn decode_query(path: &str, query: Option<&str>, body: &[u8]) -> Result<(String, Value), Failure> {
-    let mut params: Vec<(String, String)> = Vec::new();
-    if let Some(q) = query {
-        params.extend(query::parse_form(q.as_bytes()).map_err(Failure::from)?);
-    }
-    params.extend(query::parse_form(body).map_err(Failure::from)?);
-    let action = params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).ok_or_else(|| {
-        Failure::new(
-            StatusCode::BAD_REQUEST,
-            "MissingAction",
-            "The request must contain the parameter Action.",
-        )
-    })?;
-    // Signature and protocol parameters are not action input.
-    let skip = [
-        "Action",
-        "Version",
-        "AWSAccessKeyId",
-        "Signature",
-        "SignatureMethod",
-        "SignatureVersion",
-        "Timestamp",
-        "Expires",
-    ];
-    let fields: Vec<(String, String)> =
-        params.into_iter().filter(|(k, _)| !skip.contains(&k.as_str())).collect();
-    let mut input = query::to_json(&fields);
-    // Older SDKs post queue actions to the queue's URL instead of naming it.
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-    if input.get("QueueUrl").is_none() && segments.len() == 2 {
-        input["QueueUrl"] = Value::String(format!("/{}/{}", segments[0], segments[1]));
-    }
-    Ok((action, input))
+    Err(AwsError::sender("MalformedInput", format!("The request body could not be read: {e}")))
 }
 
 impl<S: Storage> Service<Request<ClientBody>> for AwsService<S> {

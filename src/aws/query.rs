@@ -2,14 +2,14 @@
 //!
 //! Requests are converted into the JSON shape the AWS JSON protocol carries
 //! (`Attribute.1.Name=VisibilityTimeout&Attribute.1.Value=10` becomes
-//! `{"Attributes":{"VisibilityTimeout":"10"}}`), so one set of action
-//! handlers serves both protocols.
+//! `{"Attributes":{"VisibilityTimeout":"10"}}`), so one parser per action
+//! serves both protocols. SQS writes its members flattened
+//! ([`flattened_to_json`]); SNS and STS nest them under `member` and
+//! `entry` ([`nested_to_json`]).
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-
-use crate::queue::QueueError;
 
 /// Members whose Query form is `Prefix.N` and JSON form a list.
 const LISTS: &[(&str, &str)] = &[
@@ -29,31 +29,48 @@ const STRING_MAPS: &[(&str, &[&str])] = &[("Attribute", &["Attributes"]), ("Tag"
 const VALUE_MAPS: &[(&str, &str)] =
     &[("MessageAttribute", "MessageAttributes"), ("MessageSystemAttribute", "MessageSystemAttributes")];
 
+/// A pair of a form that cannot be read: its bytes are not UTF-8 once
+/// decoded. Unlike a lossy decoder, nothing is silently replaced: a message
+/// body must reach the queue, and its MD5, exactly as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormError {
+    /// The parameter's name, if it could be read.
+    pub name: Option<String>,
+    pub message: String,
+}
+
+impl FormError {
+    /// Whether the bad bytes are a message's (SQS answers those with
+    /// `InvalidMessageContents`).
+    pub fn in_message(&self) -> bool {
+        self.name.as_deref().is_some_and(|n| n.ends_with("MessageBody") || n.ends_with("StringValue"))
+    }
+}
+
 /// Decodes an `application/x-www-form-urlencoded` text (a Query-protocol
-/// body or query string) into its pairs. Unlike a lossy decoder, bytes that
-/// are not UTF-8 once decoded are an error, never silently replaced: a
-/// message body must reach the queue, and its MD5, exactly as sent.
-pub fn parse_form(input: &[u8]) -> Result<Vec<(String, String)>, QueueError> {
-    let mut pairs = Vec::new();
+/// body or query string) into its pairs, and the first pair that could not
+/// be read (the others are still read, so the caller can tell which
+/// service the request is for before answering).
+pub fn parse_form(input: &[u8]) -> (Vec<(String, String)>, Option<FormError>) {
+    let (mut pairs, mut problem) = (Vec::new(), None);
     for piece in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         let (name, value) = match piece.iter().position(|&b| b == b'=') {
             Some(i) => (&piece[..i], &piece[i + 1..]),
             None => (piece, &piece[..0]),
         };
-        let name = form_text(name).ok_or_else(|| {
-            QueueError::InvalidParameterValue("A parameter name is not valid UTF-8.".into())
-        })?;
-        let value = form_text(value).ok_or_else(|| {
+        let Some(name) = form_text(name) else {
+            let message = "A parameter name is not valid UTF-8.".to_owned();
+            problem.get_or_insert(FormError { name: None, message });
+            continue;
+        };
+        let Some(value) = form_text(value) else {
             let message = format!("The value of {name} is not valid UTF-8.");
-            if name.ends_with("MessageBody") || name.ends_with("StringValue") {
-                QueueError::InvalidMessageContents(message)
-            } else {
-                QueueError::InvalidParameterValue(message)
-            }
-        })?;
+            problem.get_or_insert(FormError { name: Some(name), message });
+            continue;
+        };
         pairs.push((name, value));
     }
-    Ok(pairs)
+    (pairs, problem)
 }
 
 /// One form-encoded component: `+` is a space, `%XX` a byte (a `%` without
@@ -63,9 +80,9 @@ fn form_text(raw: &[u8]) -> Option<String> {
     String::from_utf8(crate::syntax::form_decode(raw).into_owned()).ok()
 }
 
-/// Converts Query parameters (minus `Action` and `Version`) to the JSON
-/// request shape.
-pub fn to_json(params: &[(String, String)]) -> Value {
+/// Converts SQS's flattened Query parameters (minus `Action` and
+/// `Version`) to the JSON request shape.
+pub fn flattened_to_json(params: &[(String, String)]) -> Value {
     Value::Object(convert(params))
 }
 
@@ -143,6 +160,61 @@ fn convert(params: &[(String, String)]) -> Map<String, Value> {
     out
 }
 
+/// Converts Query parameters in the structured form SNS and STS use to
+/// the JSON request shape: `Name.member.N[.…]` is a list (ordered by N),
+/// `Name.entry.N.key` (or `.Name`) with `Name.entry.N.value[.…]` (or
+/// `.Value`) a map, other dotted names nested objects.
+pub fn nested_to_json(params: &[(String, String)]) -> Value {
+    let mut root = Node::default();
+    for (key, value) in params {
+        let mut node = &mut root;
+        for part in key.split('.') {
+            node = node.children.entry(part.to_owned()).or_default();
+        }
+        node.value = Some(value.clone());
+    }
+    root.into_value()
+}
+
+#[derive(Default)]
+struct Node {
+    value: Option<String>,
+    children: BTreeMap<String, Node>,
+}
+
+impl Node {
+    fn into_value(mut self) -> Value {
+        if self.children.is_empty() {
+            return Value::String(self.value.unwrap_or_default());
+        }
+        if self.children.len() == 1 {
+            if let Some(members) = self.children.remove("member") {
+                return Value::Array(members.indexed().map(Node::into_value).collect());
+            }
+            if let Some(entries) = self.children.remove("entry") {
+                let map = entries.indexed().filter_map(Node::into_pair).collect();
+                return Value::Object(map);
+            }
+        }
+        Value::Object(self.children.into_iter().map(|(k, n)| (k, n.into_value())).collect())
+    }
+
+    /// The children named by numbers, in their order (others are ignored).
+    fn indexed(self) -> impl Iterator<Item = Node> {
+        let mut items: Vec<(u32, Node)> =
+            self.children.into_iter().filter_map(|(k, n)| Some((k.parse().ok()?, n))).collect();
+        items.sort_by_key(|(i, _)| *i);
+        items.into_iter().map(|(_, n)| n)
+    }
+
+    /// A map entry: its key and value members.
+    fn into_pair(mut self) -> Option<(String, Value)> {
+        let key = ["key", "Name", "Key"].iter().find_map(|k| self.children.remove(*k))?.value?;
+        let value = ["value", "Value"].iter().find_map(|k| self.children.remove(*k))?;
+        Some((key, value.into_value()))
+    }
+}
+
 /// A small XML writer for Query answers.
 #[derive(Default)]
 pub struct Xml {
@@ -210,7 +282,7 @@ mod tests {
 
     #[test]
     fn flattened_members_become_json_shapes() {
-        let v = to_json(&params(&[
+        let v = flattened_to_json(&params(&[
             ("QueueUrl", "http://q"),
             ("Attribute.1.Name", "VisibilityTimeout"),
             ("Attribute.1.Value", "10"),
@@ -236,7 +308,7 @@ mod tests {
 
     #[test]
     fn batch_entries_keep_their_order_and_nested_attributes() {
-        let v = to_json(&params(&[
+        let v = flattened_to_json(&params(&[
             ("SendMessageBatchRequestEntry.2.Id", "b"),
             ("SendMessageBatchRequestEntry.2.MessageBody", "two"),
             ("SendMessageBatchRequestEntry.1.Id", "a"),
@@ -251,9 +323,10 @@ mod tests {
     }
 
     #[test]
-    fn forms_decode_exactly_and_refuse_bytes_that_are_not_utf8() {
-        let pairs =
-            parse_form(b"Action=SendMessage&MessageBody=a+b%20c%2B%C3%A9&Empty=&Flag&100%=x").unwrap();
+    fn forms_decode_exactly_and_report_bytes_that_are_not_utf8() {
+        let (pairs, problem) =
+            parse_form(b"Action=SendMessage&MessageBody=a+b%20c%2B%C3%A9&Empty=&Flag&100%=x");
+        assert_eq!(problem, None);
         let expect = [
             ("Action", "SendMessage"),
             ("MessageBody", "a b c+é"),
@@ -263,20 +336,46 @@ mod tests {
         ];
         let got: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(got, expect);
-        assert!(matches!(
-            parse_form(b"Action=SendMessage&MessageBody=%FF%FE"),
-            Err(QueueError::InvalidMessageContents(_))
-        ));
-        assert!(matches!(
-            parse_form(b"SendMessageBatchRequestEntry.1.MessageBody=%C3"),
-            Err(QueueError::InvalidMessageContents(_))
-        ));
-        assert!(matches!(parse_form(b"QueueName=%FF"), Err(QueueError::InvalidParameterValue(_))));
+        let (pairs, problem) = parse_form(b"Action=SendMessage&MessageBody=%FF%FE&Version=1");
+        assert_eq!(pairs.len(), 2, "the other pairs are still read");
+        assert!(problem.unwrap().in_message());
+        assert!(parse_form(b"SendMessageBatchRequestEntry.1.MessageBody=%C3").1.unwrap().in_message());
+        assert!(!parse_form(b"QueueName=%FF").1.unwrap().in_message());
+        assert_eq!(parse_form(b"%FF=1").1.unwrap().name, None);
         // The same as the lossless cases of `form_urlencoded`.
         let text = b"a=1&b=%41%42&c=x+y&d=%zz";
-        let ours = parse_form(text).unwrap();
         let theirs: Vec<(String, String)> = form_urlencoded::parse(text).into_owned().collect();
-        assert_eq!(ours, theirs);
+        assert_eq!(parse_form(text).0, theirs);
+    }
+
+    #[test]
+    fn nested_members_and_entries_become_lists_and_maps() {
+        let v = nested_to_json(&params(&[
+            ("Name", "t"),
+            ("Attributes.entry.2.key", "Policy"),
+            ("Attributes.entry.2.value", "{}"),
+            ("Attributes.entry.1.key", "DisplayName"),
+            ("Attributes.entry.1.value", "Orders"),
+            ("Tags.member.10.Key", "ten"),
+            ("Tags.member.10.Value", "10"),
+            ("Tags.member.2.Key", "two"),
+            ("Tags.member.2.Value", "2"),
+            ("MessageAttributes.entry.1.Name", "color"),
+            ("MessageAttributes.entry.1.Value.DataType", "String"),
+            ("MessageAttributes.entry.1.Value.StringValue", "blue"),
+            ("TagKeys.member.1", "a"),
+        ]));
+        assert_eq!(v["Name"], "t");
+        assert_eq!(v["Attributes"], serde_json::json!({ "DisplayName": "Orders", "Policy": "{}" }));
+        assert_eq!(
+            v["Tags"],
+            serde_json::json!([{ "Key": "two", "Value": "2" }, { "Key": "ten", "Value": "10" }])
+        );
+        assert_eq!(
+            v["MessageAttributes"]["color"],
+            serde_json::json!({ "DataType": "String", "StringValue": "blue" })
+        );
+        assert_eq!(v["TagKeys"], serde_json::json!(["a"]));
     }
 
     #[test]
@@ -290,7 +389,8 @@ mod tests {
         #[test]
         fn conversion_never_panics(keys in proptest::collection::vec("[A-Za-z]{0,8}(\\.[0-9a-z]{0,3}){0,4}", 0..12)) {
             let p: Vec<(String, String)> = keys.into_iter().map(|k| (k, "v".to_string())).collect();
-            let _ = to_json(&p);
+            let _ = flattened_to_json(&p);
+            let _ = nested_to_json(&p);
         }
     }
 }
