@@ -35,6 +35,7 @@ pub mod dispatch;
 pub mod error;
 pub mod exchange;
 pub mod middleware;
+pub mod notify;
 pub mod proxy;
 pub mod queue;
 pub mod routing;
