@@ -1,4 +1,821 @@
-//! Topics with SNS semantics: topics, subscriptions, filter policies and
-//! delivery, on the queue engine.
+//! Topics with SNS semantics, on the queue engine.
+//!
+//! [`Notifier`] owns topics (standard and FIFO), subscriptions (SQS queues
+//! and HTTP(S) endpoints), filter policies ([`filter`]) and publishing. A
+//! publish fans out to every matching queue subscription before it is
+//! acknowledged: when [`Notifier::publish`] returns `Ok`, each of those
+//! queues holds the message durably. HTTP(S) deliveries are handed to a
+//! [`Deliver`] implementation (the gateway wires one; this module knows
+//! nothing of HTTP), retried per [`delivery::DeliveryPolicy`].
+//!
+//! Topics and subscriptions are persisted ([`store`]); publishers read a
+//! snapshot that control-plane changes replace whole, so publishing takes
+//! no lock.
 
+pub mod delivery;
+pub mod envelope;
+pub mod error;
 pub mod filter;
+pub mod signing;
+pub mod store;
+pub mod topic;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+
+use crate::queue::message::{self, Attributes};
+use crate::queue::storage::Storage;
+use crate::queue::{QueueEngine, QueueError, SendRequest};
+use envelope::{Kind, Notice};
+pub use error::NotifyError;
+use signing::Signer;
+use store::{State, Store};
+use topic::{FifoState, Protocol, Subscription, SubscriptionRecord, Topic, TopicRecord};
+
+/// SNS's limit on a message and its attributes.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 10;
+/// How long a FIFO topic remembers a deduplication id.
+const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+
+/// Sends an HTTP(S) request for the topic engine: the gateway's HTTP
+/// client, or a test's.
+pub trait Deliver: Send + Sync + 'static {
+    /// POSTs `body` with `headers` to `url`; the answer's status, or why
+    /// there was none.
+    fn post(
+        &self,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + 'static>>;
+}
+
+/// Where the AWS listener is reached, for the URLs notifications carry.
+#[derive(Clone, Debug)]
+pub struct Urls {
+    /// `http://host:port`, without a trailing slash.
+    pub base: String,
+}
+
+impl Urls {
+    pub fn signing_cert(&self) -> String {
+        format!("{}/{}", self.base, signing_cert_path())
+    }
+
+    pub fn unsubscribe(&self, subscription_arn: &str) -> String {
+        format!("{}/?Action=Unsubscribe&SubscriptionArn={}", self.base, form(subscription_arn))
+    }
+
+    pub fn confirm(&self, topic_arn: &str, token: &str) -> String {
+        format!(
+            "{}/?Action=ConfirmSubscription&TopicArn={}&Token={}",
+            self.base,
+            form(topic_arn),
+            form(token)
+        )
+    }
+}
+
+/// The path the signing certificate is served at.
+pub fn signing_cert_path() -> &'static str {
+    "SimpleNotificationService-gatehouse.pem"
+}
+
+fn form(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A message to publish.
+#[derive(Clone, Debug, Default)]
+pub struct Message {
+    pub body: String,
+    pub subject: Option<String>,
+    pub attributes: Attributes,
+    /// FIFO topics.
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+    /// `MessageStructure=json`: the body per protocol (`default` required).
+    pub per_protocol: Option<BTreeMap<String, String>>,
+}
+
+/// What a publish answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub message_id: String,
+    /// FIFO topics.
+    pub sequence_number: Option<String>,
+}
+
+/// A topic and its subscriptions as `routes.yaml` declares them.
+#[derive(Clone, Debug)]
+pub struct DeclaredTopic {
+    pub name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub subscriptions: Vec<DeclaredSubscription>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeclaredSubscription {
+    pub protocol: Protocol,
+    /// A queue name (sqs) or a URL.
+    pub endpoint: String,
+    pub attributes: BTreeMap<String, String>,
+    /// URL subscriptions the operator vouches for start confirmed.
+    pub confirmed: bool,
+}
+
+/// What publishers read: every topic, by name.
+#[derive(Default)]
+struct Registry {
+    topics: BTreeMap<String, Arc<Topic>>,
+}
+
+/// The topic engine.
+pub struct Notifier<S: Storage> {
+    queues: Arc<QueueEngine<S>>,
+    snapshot: ArcSwap<Registry>,
+    /// What is persisted; changed (and saved) under this lock only.
+    state: tokio::sync::Mutex<State>,
+    store: Store,
+    signer: Signer,
+    urls: Urls,
+    deliver: Option<Arc<dyn Deliver>>,
+}
+
+impl<S: Storage> Notifier<S> {
+    /// Opens the topics kept in `dir` (with the queue store).
+    pub fn open(
+        queues: Arc<QueueEngine<S>>,
+        dir: &Path,
+        urls: Urls,
+        deliver: Option<Arc<dyn Deliver>>,
+    ) -> Result<Arc<Self>, String> {
+        let (store, state) = Store::open(dir)?;
+        let signer = Signer::load_or_create(dir)?;
+        let registry = build(&state, &Registry::default(), &queues).map_err(|e| e.to_string())?;
+        Ok(Arc::new(Notifier {
+            queues,
+            snapshot: ArcSwap::from_pointee(registry),
+            state: tokio::sync::Mutex::new(state),
+            store,
+            signer,
+            urls,
+            deliver,
+        }))
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub fn urls(&self) -> &Urls {
+        &self.urls
+    }
+
+    /// `arn:aws:sns:<region>:<account>:<name>`.
+    pub fn topic_arn(&self, name: &str) -> String {
+        topic_arn(&self.queues, name)
+    }
+
+    /// The account id topics belong to.
+    pub fn owner(&self) -> &str {
+        &self.queues.account().id
+    }
+
+    /// The topic an ARN names.
+    pub fn topic(&self, arn: &str) -> Result<Arc<Topic>, NotifyError> {
+        let name = arn.strip_prefix(&arn_prefix(&self.queues)).ok_or_else(NotifyError::no_topic)?;
+        self.topic_named(name)
+    }
+
+    pub fn topic_named(&self, name: &str) -> Result<Arc<Topic>, NotifyError> {
+        self.snapshot.load().topics.get(name).cloned().ok_or_else(NotifyError::no_topic)
+    }
+
+    /// Every topic's ARN, in name order.
+    pub fn list_topics(&self) -> Vec<String> {
+        self.snapshot.load().topics.values().map(|t| t.arn.clone()).collect()
+    }
+
+    /// The subscriptions of one topic, or of all.
+    pub fn subscriptions(&self, topic: Option<&Topic>) -> Vec<Arc<Subscription>> {
+        match topic {
+            Some(t) => t.subscriptions.clone(),
+            None => self.snapshot.load().topics.values().flat_map(|t| t.subscriptions.clone()).collect(),
+        }
+    }
+
+    pub fn subscription(&self, arn: &str) -> Result<Arc<Subscription>, NotifyError> {
+        self.subscriptions(None)
+            .into_iter()
+            .find(|s| s.arn() == arn)
+            .ok_or_else(|| NotifyError::NotFound("Subscription does not exist".into()))
+    }
+
+    /// Applies `f` to the persisted state, checks the result builds, saves
+    /// it, then lets publishers see it.
+    async fn change<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, NotifyError>,
+    ) -> Result<T, NotifyError> {
+        let mut state = self.state.lock().await;
+        let mut next = state.clone();
+        let out = f(&mut next)?;
+        let registry = build(&next, &self.snapshot.load(), &self.queues)?;
+        self.store.save(&next).await?;
+        *state = next;
+        self.snapshot.store(Arc::new(registry));
+        Ok(out)
+    }
+
+    /// `CreateTopic`: idempotent when the attributes given match the
+    /// existing topic's.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        tags: BTreeMap<String, String>,
+    ) -> Result<String, NotifyError> {
+        let fifo = attributes.get("FifoTopic").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        topic::validate_topic_name(name, fifo || name.ends_with(".fifo"))?;
+        topic::validate_topic_attributes(&attributes, name.ends_with(".fifo"), true)?;
+        let mut settable = attributes;
+        settable.remove("FifoTopic");
+        self.change(|state| {
+            if let Some(existing) = state.topics.iter_mut().find(|t| t.name == name) {
+                let differs = settable.iter().any(|(k, v)| existing.attributes.get(k) != Some(v));
+                if differs {
+                    return Err(NotifyError::invalid("Invalid parameter: Attributes Reason: Topic already exists with different attributes"));
+                }
+                existing.tags.extend(tags);
+                return Ok(());
+            }
+            state.topics.push(TopicRecord { name: name.to_owned(), attributes: settable, tags });
+            Ok(())
+        })
+        .await?;
+        Ok(self.topic_arn(name))
+    }
+
+    /// `DeleteTopic`, with its subscriptions. Deleting a topic that does not
+    /// exist succeeds, as in SNS.
+    pub async fn delete_topic(&self, arn: &str) -> Result<(), NotifyError> {
+        let Ok(topic) = self.topic(arn) else { return Ok(()) };
+        let name = topic.name().to_owned();
+        self.change(|state| {
+            state.topics.retain(|t| t.name != name);
+            state.subscriptions.retain(|s| s.topic != name);
+            Ok(())
+        })
+        .await
+    }
+
+    /// `SetTopicAttributes` (one attribute).
+    pub async fn set_topic_attribute(&self, arn: &str, name: &str, value: &str) -> Result<(), NotifyError> {
+        let topic = self.topic(arn)?;
+        let one = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+        topic::validate_topic_attributes(&one, topic.fifo(), false)?;
+        self.edit_topic(&topic, |t| {
+            t.attributes.insert(name.to_owned(), value.to_owned());
+        })
+        .await
+    }
+
+    pub async fn tag(&self, arn: &str, tags: BTreeMap<String, String>) -> Result<(), NotifyError> {
+        let topic = self.topic(arn)?;
+        if topic.record.tags.len() + tags.len() > 50 {
+            let merged =
+                topic.record.tags.keys().chain(tags.keys()).collect::<std::collections::BTreeSet<_>>();
+            if merged.len() > 50 {
+                return Err(NotifyError::invalid(
+                    "Could not complete request: tag quota of per resource exceeded",
+                ));
+            }
+        }
+        self.edit_topic(&topic, |t| t.tags.extend(tags)).await
+    }
+
+    pub async fn untag(&self, arn: &str, keys: &[String]) -> Result<(), NotifyError> {
+        let topic = self.topic(arn)?;
+        self.edit_topic(&topic, |t| t.tags.retain(|k, _| !keys.contains(k))).await
+    }
+
+    async fn edit_topic(&self, topic: &Topic, f: impl FnOnce(&mut TopicRecord)) -> Result<(), NotifyError> {
+        let name = topic.name().to_owned();
+        self.change(|state| {
+            let t = state.topics.iter_mut().find(|t| t.name == name).ok_or_else(NotifyError::no_topic)?;
+            f(t);
+            Ok(())
+        })
+        .await
+    }
+
+    /// `Subscribe`. Subscribing the same endpoint twice answers the same
+    /// subscription. Queue subscriptions are confirmed at once; HTTP(S)
+    /// ones wait for the endpoint to confirm (a confirmation is sent).
+    pub async fn subscribe(
+        &self,
+        topic_arn: &str,
+        protocol: Protocol,
+        endpoint: &str,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<Arc<Subscription>, NotifyError> {
+        let topic = self.topic(topic_arn)?;
+        self.check_endpoint(&topic, protocol, endpoint)?;
+        topic::validate_subscription_attributes(&attributes, protocol)?;
+        let existing = topic
+            .subscriptions
+            .iter()
+            .find(|s| s.record.protocol == protocol && s.record.endpoint == endpoint);
+        if let Some(s) = existing {
+            let same = attributes.iter().all(|(k, v)| s.record.attributes.get(k) == Some(v));
+            if !same {
+                return Err(NotifyError::invalid("Invalid parameter: Attributes Reason: Subscription already exists with different attributes"));
+            }
+            return Ok(s.clone());
+        }
+        let confirmed = protocol == Protocol::Sqs;
+        let record = SubscriptionRecord {
+            arn: format!("{}:{}", topic.arn, message::uuid_text(fastrand::u128(..))),
+            topic: topic.name().to_owned(),
+            protocol,
+            endpoint: endpoint.to_owned(),
+            attributes,
+            confirmed,
+            token: (!confirmed).then(new_token),
+            declared: false,
+        };
+        let arn = record.arn.clone();
+        self.change(|state| {
+            state.subscriptions.push(record);
+            Ok(())
+        })
+        .await?;
+        let sub = self.subscription(&arn)?;
+        if !confirmed {
+            self.send_confirmation(&topic, &sub);
+        }
+        Ok(sub)
+    }
+
+    fn check_endpoint(&self, topic: &Topic, protocol: Protocol, endpoint: &str) -> Result<(), NotifyError> {
+        match protocol {
+            Protocol::Sqs => {
+                let name = endpoint
+                    .strip_prefix(&self.queues.account().arn_prefix())
+                    .ok_or_else(|| NotifyError::invalid("Invalid parameter: SQS endpoint ARN"))?;
+                let q = self
+                    .queues
+                    .queue(name)
+                    .map_err(|_| NotifyError::invalid("Invalid parameter: SQS endpoint ARN"))?;
+                if q.attributes().fifo && !topic.fifo() {
+                    return Err(NotifyError::invalid(
+                        "Invalid parameter: Invalid parameter: Endpoint Reason: FIFO SQS Queues can not be subscribed to standard SNS topics",
+                    ));
+                }
+            }
+            Protocol::Http | Protocol::Https => {
+                let scheme = format!("{}://", protocol.as_str());
+                let ok = endpoint.starts_with(&scheme)
+                    && endpoint.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+                if !ok {
+                    return Err(NotifyError::invalid(format!(
+                        "Invalid parameter: Endpoint must be a {} URL",
+                        protocol.as_str()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `ConfirmSubscription` (or a GET of the `SubscribeURL`).
+    pub async fn confirm(&self, topic_arn: &str, token: &str) -> Result<String, NotifyError> {
+        let topic = self.topic(topic_arn)?;
+        let sub = topic
+            .subscriptions
+            .iter()
+            .find(|s| s.record.token.as_deref() == Some(token))
+            .ok_or_else(|| NotifyError::invalid("Invalid token"))?
+            .clone();
+        if sub.record.confirmed {
+            return Ok(sub.arn().to_owned());
+        }
+        let arn = sub.arn().to_owned();
+        self.change(|state| {
+            let s = state
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.arn == arn)
+                .ok_or_else(|| NotifyError::invalid("Invalid token"))?;
+            s.confirmed = true;
+            Ok(())
+        })
+        .await?;
+        Ok(arn)
+    }
+
+    /// `Unsubscribe`. Unknown subscriptions are refused.
+    pub async fn unsubscribe(&self, arn: &str) -> Result<(), NotifyError> {
+        self.subscription(arn)?;
+        self.change(|state| {
+            state.subscriptions.retain(|s| s.arn != arn);
+            Ok(())
+        })
+        .await
+    }
+
+    /// `SetSubscriptionAttributes` (one attribute).
+    pub async fn set_subscription_attribute(
+        &self,
+        arn: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), NotifyError> {
+        let sub = self.subscription(arn)?;
+        let one = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+        topic::validate_subscription_attributes(&one, sub.record.protocol)?;
+        self.change(|state| {
+            let s = state
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.arn == arn)
+                .ok_or_else(|| NotifyError::NotFound("Subscription does not exist".into()))?;
+            if value.is_empty() && matches!(name, "FilterPolicy" | "RedrivePolicy" | "DeliveryPolicy") {
+                s.attributes.remove(name);
+            } else {
+                s.attributes.insert(name.to_owned(), value.to_owned());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates the topics and subscriptions `routes.yaml` declares, and
+    /// drops declared subscriptions it no longer lists. Topics and
+    /// subscriptions made over the API are left alone.
+    pub async fn declare(&self, declared: &[DeclaredTopic]) -> Result<(), NotifyError> {
+        let prefix = self.queues.account().arn_prefix();
+        let topic_prefix = arn_prefix(&self.queues);
+        self.change(|state| {
+            for d in declared {
+                topic::validate_topic_name(&d.name, d.name.ends_with(".fifo"))?;
+                match state.topics.iter_mut().find(|t| t.name == d.name) {
+                    Some(t) => t.attributes.extend(d.attributes.clone()),
+                    None => state.topics.push(TopicRecord {
+                        name: d.name.clone(),
+                        attributes: d.attributes.clone(),
+                        tags: BTreeMap::new(),
+                    }),
+                }
+            }
+            let wanted: Vec<(String, Protocol, String, &DeclaredSubscription)> = declared
+                .iter()
+                .flat_map(|d| d.subscriptions.iter().map(move |s| (d, s)))
+                .map(|(d, s)| {
+                    let endpoint = if s.protocol == Protocol::Sqs {
+                        format!("{prefix}{}", s.endpoint)
+                    } else {
+                        s.endpoint.clone()
+                    };
+                    (d.name.clone(), s.protocol, endpoint, s)
+                })
+                .collect();
+            state.subscriptions.retain(|s| {
+                !s.declared
+                    || wanted.iter().any(|(t, p, e, _)| *t == s.topic && *p == s.protocol && *e == s.endpoint)
+            });
+            for (topic, protocol, endpoint, s) in wanted {
+                let existing = state
+                    .subscriptions
+                    .iter_mut()
+                    .find(|x| x.topic == topic && x.protocol == protocol && x.endpoint == endpoint);
+                match existing {
+                    Some(x) => {
+                        x.attributes = s.attributes.clone();
+                        x.declared = true;
+                        x.confirmed |= s.confirmed;
+                    }
+                    None => state.subscriptions.push(SubscriptionRecord {
+                        arn: format!("{topic_prefix}{topic}:{}", message::uuid_text(fastrand::u128(..))),
+                        topic,
+                        protocol,
+                        endpoint,
+                        attributes: s.attributes.clone(),
+                        confirmed: protocol == Protocol::Sqs || s.confirmed,
+                        token: (protocol != Protocol::Sqs && !s.confirmed).then(new_token),
+                        declared: true,
+                    }),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Publishes `msg` to `topic`. When this returns `Ok`, every matching
+    /// queue subscription holds the message durably.
+    pub async fn publish(&self, topic: &Topic, msg: Message) -> Result<Published, NotifyError> {
+        validate(topic, &msg)?;
+        let dedup = if topic.fifo() { Some(dedup_id(topic, &msg)?) } else { None };
+        if let Some(id) = &dedup {
+            if let Some(previous) = topic.fifo_state.recall(id) {
+                return Ok(previous);
+            }
+        }
+        let published = Published {
+            message_id: message::uuid_text(fastrand::u128(..)),
+            sequence_number: topic
+                .fifo()
+                .then(|| format!("{:020}", topic.fifo_state.sequence.fetch_add(1, Ordering::Relaxed) + 1)),
+        };
+        let timestamp = envelope::iso_timestamp(now_ms());
+        let body_json = OnceJson::new(&msg.body);
+        let sends = topic
+            .subscriptions
+            .iter()
+            .filter(|s| s.record.confirmed && matches(s, &msg, &body_json))
+            .filter(|s| s.record.protocol == Protocol::Sqs)
+            .map(|s| self.to_queue(topic, s, &msg, &published, &timestamp, dedup.as_deref()));
+        let results = futures_util::future::join_all(sends).await;
+        results.into_iter().collect::<Result<Vec<()>, NotifyError>>()?;
+        if let Some(id) = dedup {
+            topic.fifo_state.remember(id, published.clone());
+        }
+        Ok(published)
+    }
+
+    /// Delivers one message to a queue subscription.
+    async fn to_queue(
+        &self,
+        topic: &Topic,
+        sub: &Subscription,
+        msg: &Message,
+        published: &Published,
+        timestamp: &str,
+        dedup: Option<&str>,
+    ) -> Result<(), NotifyError> {
+        let name = sub.record.endpoint.rsplit(':').next().unwrap_or("");
+        let Ok(q) = self.queues.queue(name) else {
+            tracing::warn!(subscription = %sub.arn(), queue = %name, "a subscribed queue no longer exists; the message is dropped for it");
+            return Ok(());
+        };
+        let text = body_for(msg, "sqs");
+        let (body, attributes) = if sub.raw {
+            (text.to_owned(), msg.attributes.clone())
+        } else {
+            let notice = Notice {
+                kind: Kind::Notification,
+                message_id: &published.message_id,
+                topic_arn: &topic.arn,
+                subject: msg.subject.as_deref(),
+                message: text,
+                timestamp,
+                token: None,
+                subscribe_url: None,
+                unsubscribe_url: Some(&self.urls.unsubscribe(sub.arn())),
+                attributes: &msg.attributes,
+                sequence_number: published.sequence_number.as_deref(),
+            };
+            (notice.to_json(&self.signer, &self.urls.signing_cert()), Attributes::new())
+        };
+        let fifo_queue = q.attributes().fifo;
+        let request = SendRequest {
+            body,
+            attributes,
+            group_id: if fifo_queue { msg.group_id.clone() } else { None },
+            dedup_id: if fifo_queue { dedup.map(str::to_owned) } else { None },
+            sender: Some(topic.arn.clone()),
+            ..SendRequest::default()
+        };
+        match self.queues.send(&q, vec![request]).await {
+            Ok(mut r) => match r.pop() {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(QueueError::Internal(e))) => Err(NotifyError::Internal(e)),
+                Some(Err(e)) => {
+                    tracing::warn!(subscription = %sub.arn(), error = %e, "the subscribed queue refused the message");
+                    Ok(())
+                }
+                None => Err(NotifyError::Internal("no result from the queue".into())),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends a pending HTTP(S) subscription its confirmation request.
+    fn send_confirmation(&self, topic: &Topic, sub: &Subscription) {
+        let (Some(deliver), Some(token)) = (self.deliver.clone(), sub.record.token.clone()) else { return };
+        let message_id = message::uuid_text(fastrand::u128(..));
+        let subscribe_url = self.urls.confirm(&topic.arn, &token);
+        let message = format!(
+            "You have chosen to subscribe to the topic {}.\nTo confirm the subscription, visit the SubscribeURL included in this message.",
+            topic.arn
+        );
+        let attributes = Attributes::new();
+        let notice = Notice {
+            kind: Kind::SubscriptionConfirmation,
+            message_id: &message_id,
+            topic_arn: &topic.arn,
+            subject: None,
+            message: &message,
+            timestamp: &envelope::iso_timestamp(now_ms()),
+            token: Some(&token),
+            subscribe_url: Some(&subscribe_url),
+            unsubscribe_url: None,
+            attributes: &attributes,
+            sequence_number: None,
+        };
+        let body = notice.to_json(&self.signer, &self.urls.signing_cert());
+        let headers = vec![
+            ("x-amz-sns-message-type", Kind::SubscriptionConfirmation.as_str().to_owned()),
+            ("x-amz-sns-message-id", message_id.clone()),
+            ("x-amz-sns-topic-arn", topic.arn.clone()),
+            ("content-type", "text/plain; charset=UTF-8".to_owned()),
+        ];
+        let url = sub.record.endpoint.clone();
+        tokio::spawn(async move {
+            if let Err(e) = deliver.post(&url, headers, body).await {
+                tracing::warn!(endpoint = %url, error = %e, "subscription confirmation not delivered");
+            }
+        });
+    }
+}
+
+fn arn_prefix<S: Storage>(queues: &QueueEngine<S>) -> String {
+    let a = queues.account();
+    format!("arn:aws:sns:{}:{}:", a.region, a.id)
+}
+
+fn topic_arn<S: Storage>(queues: &QueueEngine<S>, name: &str) -> String {
+    format!("{}{name}", arn_prefix(queues))
+}
+
+fn new_token() -> String {
+    format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The snapshot for `state`, keeping each FIFO topic's memory from `old`.
+fn build<S: Storage>(
+    state: &State,
+    old: &Registry,
+    queues: &QueueEngine<S>,
+) -> Result<Registry, NotifyError> {
+    let mut topics = BTreeMap::new();
+    for record in &state.topics {
+        let delivery = record.attributes.get("DeliveryPolicy").map(String::as_str);
+        let subscriptions = state
+            .subscriptions
+            .iter()
+            .filter(|s| s.topic == record.name)
+            .map(|s| Subscription::new(s.clone(), delivery).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fifo_state = old.topics.get(&record.name).map_or_else(Default::default, |t| t.fifo_state.clone());
+        let topic =
+            Topic { record: record.clone(), arn: topic_arn(queues, &record.name), subscriptions, fifo_state };
+        topics.insert(record.name.clone(), Arc::new(topic));
+    }
+    Ok(Registry { topics })
+}
+
+/// A message's checks before anything is delivered.
+fn validate(topic: &Topic, msg: &Message) -> Result<(), NotifyError> {
+    if msg.body.is_empty() {
+        return Err(NotifyError::invalid("Invalid parameter: Empty message"));
+    }
+    let attr_size =
+        message::validate_attributes(&msg.attributes).map_err(|e| NotifyError::invalid(e.to_string()))?;
+    if msg.body.len() + attr_size > MAX_MESSAGE_BYTES {
+        return Err(NotifyError::invalid("Invalid parameter: Message too long"));
+    }
+    if let Some(s) = &msg.subject {
+        let printable = s.chars().all(|c| c.is_ascii() && !c.is_ascii_control());
+        if s.is_empty() || s.len() > 100 || !printable {
+            return Err(NotifyError::invalid(
+                "Invalid parameter: Subject must be 1-100 printable ASCII characters, without line breaks",
+            ));
+        }
+    }
+    if !topic.fifo() && msg.dedup_id.is_some() {
+        return Err(NotifyError::invalid(
+            "Invalid parameter: The request includes MessageDeduplicationId parameter that is not valid for this topic type",
+        ));
+    }
+    if topic.fifo() {
+        let group = msg.group_id.as_deref().ok_or_else(|| {
+            NotifyError::invalid(
+                "Invalid parameter: The MessageGroupId parameter is required for FIFO topics",
+            )
+        })?;
+        check_token("MessageGroupId", group)?;
+    }
+    Ok(())
+}
+
+fn check_token(name: &str, value: &str) -> Result<(), NotifyError> {
+    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(NotifyError::InvalidFifo(format!(
+            "Invalid parameter: {name} must be 1-128 printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A FIFO publish's deduplication id: given, or the body's SHA-256 when
+/// the topic deduplicates by content.
+fn dedup_id(topic: &Topic, msg: &Message) -> Result<String, NotifyError> {
+    match &msg.dedup_id {
+        Some(id) => {
+            check_token("MessageDeduplicationId", id)?;
+            Ok(id.clone())
+        }
+        None if topic.record.content_based_deduplication() => Ok(message::hex(&Sha256::digest(msg.body.as_bytes()))),
+        None => Err(NotifyError::InvalidFifo(
+            "Invalid parameter: The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly".into(),
+        )),
+    }
+}
+
+/// The body a protocol receives (`MessageStructure=json` picks it).
+fn body_for<'m>(msg: &'m Message, protocol: &str) -> &'m str {
+    match &msg.per_protocol {
+        Some(map) => {
+            map.get(protocol).or_else(|| map.get("default")).map_or(msg.body.as_str(), String::as_str)
+        }
+        None => &msg.body,
+    }
+}
+
+/// A message body parsed as JSON at most once, when a body-scoped filter
+/// policy first needs it.
+struct OnceJson<'a> {
+    text: &'a str,
+    parsed: std::sync::OnceLock<serde_json::Value>,
+}
+
+impl<'a> OnceJson<'a> {
+    fn new(text: &'a str) -> Self {
+        OnceJson { text, parsed: std::sync::OnceLock::new() }
+    }
+
+    fn get(&self) -> &serde_json::Value {
+        self.parsed.get_or_init(|| serde_json::from_str(self.text).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+fn matches(sub: &Subscription, msg: &Message, body: &OnceJson<'_>) -> bool {
+    match (&sub.filter, sub.scope) {
+        (None, _) => true,
+        (Some(p), filter::Scope::MessageAttributes) => p.matches_attributes(&msg.attributes),
+        (Some(p), filter::Scope::MessageBody) => p.matches_body(body.get()),
+    }
+}
+
+impl FifoState {
+    /// What was published under `dedup_id` within the window, if anything.
+    fn recall(&self, dedup_id: &str) -> Option<Published> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.expire(Instant::now());
+        seen.by_id.get(dedup_id).cloned()
+    }
+
+    fn remember(&self, dedup_id: String, published: Published) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        seen.expire(now);
+        seen.order.push_back((now + DEDUP_WINDOW, dedup_id.clone()));
+        seen.by_id.insert(dedup_id, published);
+    }
+}
+
+/// A FIFO topic's recent deduplication ids, oldest first.
+#[derive(Debug, Default)]
+pub struct Seen {
+    by_id: HashMap<String, Published>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Seen {
+    fn expire(&mut self, now: Instant) {
+        while let Some((until, _)) = self.order.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+}
