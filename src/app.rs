@@ -35,8 +35,10 @@ use crate::aws::{AwsService, Credentials};
 use crate::body::ClientBody;
 use crate::config::waf as waf_config;
 use crate::config::{
-    Config, ConfigError, ConnectionBalance, EscapedSlashes, KeyPath, Problem, RouteTarget, RouteWaf,
+    Config, ConfigError, ConnectionBalance, Endpoint, EscapedSlashes, KeyPath, Problem, RouteTarget,
+    RouteWaf, SubscriptionConfig,
 };
+use crate::dispatch::deliver::HttpDeliverer;
 use crate::dispatch::stack::{BucketStores, StackParts};
 use crate::dispatch::{Dispatch, RouteHandler};
 use crate::middleware::access_log::AccessLogLayer;
@@ -44,6 +46,8 @@ use crate::middleware::auth::cache::CacheMetrics;
 use crate::middleware::auth::provider::{self, Provider};
 use crate::middleware::metrics::{HttpMetrics, ProviderLabel};
 use crate::middleware::waf::{Policy, RuleSet};
+use crate::notify::topic::Protocol;
+use crate::notify::{DeclaredSubscription, DeclaredTopic, Notifier, Urls};
 use crate::proxy::Upstream;
 use crate::queue::storage::sqlite::{SqliteOptions, SqliteStorage};
 use crate::queue::storage::StorageError;
@@ -55,6 +59,14 @@ use crate::tls::ReloadableServerConfig;
 
 /// The queue service as gatehouse runs it: the engine on SQLite.
 pub type Queues = QueueEngine<SqliteStorage>;
+/// The topic service on those queues.
+pub type Topics = Notifier<SqliteStorage>;
+
+/// The queue and topic engines, open when a config uses queues.
+pub struct Engines {
+    pub queues: Arc<Queues>,
+    pub topics: Arc<Topics>,
+}
 
 /// Everything a config describes, built and checked, not yet serving.
 pub struct Plan {
@@ -106,7 +118,7 @@ pub fn plan(
     config: Config,
     previous: Option<&Reusable>,
     metrics: &HttpMetrics,
-    queues: Option<&Arc<Queues>>,
+    engines: Option<&Engines>,
 ) -> Result<Plan, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
     let tls = plan_tls(&config, &mut problems);
@@ -117,7 +129,8 @@ pub fn plan(
         upstreams: &upstreams,
         providers: &providers,
         rule_set: rule_set.as_ref(),
-        queues,
+        queues: engines.map(|e| &e.queues),
+        notifier: engines.map(|e| &e.topics),
         metrics,
         previous_buckets: previous.map(|p| &p.buckets),
         buckets: BucketStores::new(),
@@ -283,7 +296,98 @@ pub fn declared_queues(config: &Config) -> Vec<DeclaredQueue> {
 fn uses_queues(config: &Config) -> bool {
     config.listen.aws.is_some()
         || !config.queues.is_empty()
-        || config.routes.iter().any(|r| matches!(r.target, RouteTarget::Queue { .. }))
+        || !config.topics.is_empty()
+        || config
+            .routes
+            .iter()
+            .any(|r| matches!(r.target, RouteTarget::Queue { .. } | RouteTarget::Topic { .. }))
+}
+
+/// Opens the queues, then the topics kept beside them; `aws` is where the
+/// AWS listener was bound (the URLs notifications carry point there).
+async fn open_engines(config: &Config, aws: Option<SocketAddr>) -> Result<Engines, StartError> {
+    let queues = open_queues(config).await?;
+    let fail = |msg: String| {
+        StartError::Config(config.error(vec![Problem::at_value(KeyPath::root().key("storage"), msg)]))
+    };
+    let base = match aws {
+        Some(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+        Some(a) => format!("http://{a}"),
+        None => "http://localhost".to_owned(),
+    };
+    let deliver = HttpDeliverer::new().map_err(fail)?;
+    let dir = config.storage.path.clone();
+    let q = queues.clone();
+    let topics =
+        tokio::task::spawn_blocking(move || Notifier::open(q, &dir, Urls { base }, Some(Arc::new(deliver))))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| {
+                fail(format!("cannot open the topics in `{}`: {e}", config.storage.path.display()))
+            })?;
+    declare_topics(&topics, config).await.map_err(StartError::Config)?;
+    Ok(Engines { queues, topics })
+}
+
+/// The topics a config declares, as the topic engine takes them.
+pub fn declared_topics(config: &Config) -> Vec<DeclaredTopic> {
+    config
+        .topics
+        .iter()
+        .map(|(name, t)| {
+            let mut attributes = BTreeMap::new();
+            if let Some(d) = &t.display_name {
+                attributes.insert("DisplayName".to_owned(), d.clone());
+            }
+            if t.fifo {
+                attributes.insert(
+                    "ContentBasedDeduplication".to_owned(),
+                    t.content_based_deduplication.to_string(),
+                );
+            }
+            let subscriptions = t.subscriptions.iter().map(|s| declared_subscription(config, s)).collect();
+            DeclaredTopic { name: name.clone(), attributes, subscriptions }
+        })
+        .collect()
+}
+
+fn declared_subscription(config: &Config, s: &SubscriptionConfig) -> DeclaredSubscription {
+    let (protocol, endpoint) = match &s.endpoint {
+        Endpoint::Queue(q) => (Protocol::Sqs, q.clone()),
+        Endpoint::Url(u) if u.starts_with("https://") => (Protocol::Https, u.clone()),
+        Endpoint::Url(u) => (Protocol::Http, u.clone()),
+    };
+    let mut attributes = BTreeMap::new();
+    if s.raw {
+        attributes.insert("RawMessageDelivery".to_owned(), "true".to_owned());
+    }
+    if let Some(f) = &s.filter {
+        attributes.insert("FilterPolicy".to_owned(), f.clone());
+        let scope = if s.filter_body { "MessageBody" } else { "MessageAttributes" };
+        attributes.insert("FilterPolicyScope".to_owned(), scope.to_owned());
+    }
+    if let Some(dl) = &s.dead_letter {
+        let arn = format!("arn:aws:sqs:{}:{}:{dl}", config.aws.region, config.aws.account_id);
+        attributes.insert(
+            "RedrivePolicy".to_owned(),
+            serde_json::json!({ "deadLetterTargetArn": arn }).to_string(),
+        );
+    }
+    DeclaredSubscription { protocol, endpoint, attributes, confirmed: s.confirmed }
+}
+
+/// Creates or updates the declared topics and subscriptions; problems
+/// name the topic's key.
+async fn declare_topics(topics: &Topics, config: &Config) -> Result<(), ConfigError> {
+    topics.declare(&declared_topics(config)).await.map_err(|e| {
+        let key = config
+            .topics
+            .values()
+            .next()
+            .map(|t| t.key.clone())
+            .unwrap_or_else(|| KeyPath::root().key("topics"));
+        config.error(vec![Problem::at_key(key, format!("cannot apply the topics: {e}"))])
+    })
 }
 
 /// Opens the store, loads the queues and applies the declared ones.
@@ -349,7 +453,7 @@ pub struct Gatehouse {
     pub admin_addr: Option<SocketAddr>,
     /// The SQS-compatible API, if enabled.
     pub aws_addr: Option<SocketAddr>,
-    queues: Option<Arc<Queues>>,
+    engines: Option<Engines>,
     config: ArcSwap<Config>,
     table: SharedTable<Arc<RouteHandler>>,
     upstreams: UpstreamSet,
@@ -373,12 +477,12 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let metrics = HttpMetrics::new();
     // Checked before the store is touched.
     drop(plan(config.clone(), None, &metrics, None)?);
-    let queues = if uses_queues(&config) { Some(open_queues(&config).await?) } else { None };
-    let plan = plan(config, None, &metrics, queues.as_ref())?;
-    let config = plan.config.clone();
-
     // Bind everything first, so a port in use is reported before serving.
     let Bound { gateway: bound, aws: aws_sockets, admin: admin_socket } = bind_all(&config, workers)?;
+    let aws_bound = aws_sockets.first().and_then(|s| s.local_addr().ok());
+    let engines = if uses_queues(&config) { Some(open_engines(&config, aws_bound).await?) } else { None };
+    let plan = plan(config, None, &metrics, engines.as_ref())?;
+    let config = plan.config.clone();
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -423,7 +527,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     }
     let mut aws_addr = None;
     let mut aws_service = None;
-    if let (Some(engine), Some(first)) = (&queues, aws_sockets.first()) {
+    if let (Some(engines), Some(first)) = (&engines, aws_sockets.first()) {
         let local = first.local_addr().map_err(|e| {
             StartError::Unavailable(
                 config
@@ -433,7 +537,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         aws_addr = Some(local);
         let creds = config.listen.aws.as_ref().map(|a| a.credentials.clone()).unwrap_or_default();
         let creds = (!creds.is_empty()).then(|| Credentials::new(creds));
-        aws_service = Some(AwsService::new(engine.clone(), creds));
+        aws_service = Some(AwsService::new(engines.queues.clone(), Some(engines.topics.clone()), creds));
         let limits = crate::config::ConnectionLimits {
             body_timeout: config.listen.aws.as_ref().map(|a| a.body_timeout),
             ..Default::default()
@@ -460,9 +564,9 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     };
     registry.register_collector(Box::new(ListenerCollector { listeners: stats }));
     registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
-    if let Some(engine) = &queues {
-        registry.register_collector(Box::new(QueueCollector::new(engine.clone())));
-        spawn_count_refresher(engine);
+    if let Some(engines) = &engines {
+        registry.register_collector(Box::new(QueueCollector::new(engines.queues.clone())));
+        spawn_count_refresher(&engines.queues);
     }
     let mut admin_listener = None;
     let admin_addr = match admin_socket {
@@ -492,7 +596,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         gateway_addrs: config.listen.gateway.iter().zip(&listeners).map(|(_, l)| l.local_addr).collect(),
         admin_addr,
         aws_addr,
-        queues,
+        engines,
         config: ArcSwap::new(config),
         table,
         upstreams,
@@ -655,15 +759,18 @@ impl Gatehouse {
         if config.storage != running.storage || config.aws != running.aws {
             tracing::warn!("`storage` and `aws` changes take effect after a restart");
         }
-        match &self.queues {
-            Some(engine) => declare(engine, &config).await?,
+        match &self.engines {
+            Some(engines) => {
+                declare(&engines.queues, &config).await?;
+                declare_topics(&engines.topics, &config).await?;
+            }
             None if uses_queues(&config) => {
                 tracing::warn!("queues were not in use at start; enabling them takes a restart");
             }
             None => {}
         }
         let mut current = self.reusable.lock().unwrap_or_else(|e| e.into_inner());
-        let plan = plan(config, Some(&current), &self.metrics, self.queues.as_ref())?;
+        let plan = plan(config, Some(&current), &self.metrics, self.engines.as_ref())?;
         let restart_needed = plan.config.workers != running.workers
             || plan.config.listen.admin != running.listen.admin
             || plan.config.listen.gateway.len() != running.listen.gateway.len()
@@ -707,7 +814,7 @@ impl Gatehouse {
         let drained = tokio::time::timeout(deadline, all).await.is_ok();
         self.stop();
         let workers = std::mem::take(&mut self.workers);
-        let queues = self.queues.take();
+        let queues = self.engines.take().map(|e| e.queues);
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
                 let _ = w.join();

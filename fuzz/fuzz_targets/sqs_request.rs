@@ -62,7 +62,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
     let engine: Arc<QueueEngine<SqliteStorage>> =
         runtime.block_on(QueueEngine::start(storage, account)).unwrap();
-    let service = AwsService::new(engine, None);
+    let service = AwsService::new(engine, None, None);
     let fixture = Fixture { runtime, service, _dir: dir };
     for body in [
         "Action=CreateQueue&QueueName=q",

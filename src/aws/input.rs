@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use serde_json::Value;
+
+use crate::queue::message::{AttributeValue, Attributes};
 
 /// What is wrong with an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,10 +94,12 @@ pub fn string_map(v: &Value, keys: &[&str]) -> Read<BTreeMap<String, String>> {
         .collect()
 }
 
-/// A list of strings (absent: empty).
+/// A list of strings (absent: empty). The Query protocol writes an empty
+/// list as the bare member (`Name=`).
 pub fn string_list(v: &Value, key: &str) -> Read<Vec<String>> {
     match field(v, key) {
         None => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
             .map(|x| {
@@ -107,13 +112,81 @@ pub fn string_list(v: &Value, key: &str) -> Read<Vec<String>> {
     }
 }
 
-/// A list of objects (absent: `None`).
+/// A list of objects (absent: `None`; written as the bare member: empty).
 pub fn list<'v>(v: &'v Value, key: &str) -> Read<Option<&'v [Value]>> {
     match field(v, key) {
         None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(Some(&[])),
         Some(Value::Array(items)) => Ok(Some(items)),
         Some(_) => Err(InputError::Invalid(format!("{key} must be a list."))),
     }
+}
+
+/// Batches carry at most this many entries.
+pub const MAX_BATCH: usize = 10;
+
+/// What is wrong with a batch's entries as a whole.
+#[derive(Debug)]
+pub enum BatchError {
+    /// An entry's id could not be read.
+    Input(InputError),
+    Empty,
+    TooMany(usize),
+    /// Not 1–80 letters, digits, hyphens and underscores.
+    BadId(String),
+    Repeated(String),
+}
+
+/// Checks a batch's ids: 1–10 entries with distinct, well-formed ids.
+pub fn batch_ids(ids: impl ExactSizeIterator<Item = Read<String>>) -> Result<Vec<String>, BatchError> {
+    match ids.len() {
+        0 => return Err(BatchError::Empty),
+        n if n > MAX_BATCH => return Err(BatchError::TooMany(n)),
+        _ => {}
+    }
+    // At most ten ids: a linear look is cheaper than hashing them.
+    let mut seen: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.map_err(BatchError::Input)?;
+        let valid = !id.is_empty()
+            && id.len() <= 80
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(BatchError::BadId(id));
+        }
+        if seen.contains(&id) {
+            return Err(BatchError::Repeated(id));
+        }
+        seen.push(id);
+    }
+    Ok(seen)
+}
+
+/// Message attributes from a map of `{DataType, StringValue, BinaryValue}`
+/// (absent: none); binary values are base64 on the wire.
+pub fn message_attributes(obj: Option<&Value>, key: &str) -> Read<Attributes> {
+    let Some(obj) = obj.filter(|x| !x.is_null()) else { return Ok(Attributes::new()) };
+    let obj = obj.as_object().ok_or_else(|| InputError::invalid(format!("{key} must be a map.")))?;
+    let mut out = Attributes::new();
+    for (name, value) in obj {
+        let data_type = string(value, "DataType")?.ok_or_else(|| {
+            InputError::invalid(format!(
+                "The message attribute '{name}' must contain a non-empty attribute type."
+            ))
+        })?;
+        let binary_value = match field(value, "BinaryValue") {
+            Some(Value::String(b)) => {
+                Some(base64::engine::general_purpose::STANDARD.decode(b.trim()).map_err(|_| {
+                    InputError::invalid("A binary message attribute value is not valid base64.")
+                })?)
+            }
+            Some(_) => return Err(InputError::invalid("BinaryValue must be base64 text.")),
+            None => None,
+        };
+        let string_value = string(value, "StringValue")?;
+        out.insert(name.clone(), AttributeValue { data_type, string_value, binary_value });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ pub mod input;
 pub mod json;
 pub mod query;
 pub mod sigv4;
+pub mod sns;
 pub mod sqs;
+pub mod sts;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +31,7 @@ use serde_json::Value;
 use tower::Service;
 
 use crate::body::{ClientBody, GatewayBody};
+use crate::notify::Notifier;
 use crate::queue::storage::Storage;
 use crate::queue::{QueueEngine, QueueError};
 use crate::server::ConnInfo;
@@ -41,6 +44,7 @@ const MAX_REQUEST: usize = 16 << 20;
 /// The AWS API service.
 pub struct AwsService<S: Storage> {
     engine: Arc<QueueEngine<S>>,
+    notifier: Option<Arc<Notifier<S>>>,
     credentials: Option<Arc<Credentials>>,
     /// The connection's peer address: a message's `SenderId` when requests
     /// are not signed with configured credentials.
@@ -49,14 +53,24 @@ pub struct AwsService<S: Storage> {
 
 impl<S: Storage> Clone for AwsService<S> {
     fn clone(&self) -> Self {
-        Self { engine: self.engine.clone(), credentials: self.credentials.clone(), peer: self.peer.clone() }
+        Self {
+            engine: self.engine.clone(),
+            notifier: self.notifier.clone(),
+            credentials: self.credentials.clone(),
+            peer: self.peer.clone(),
+        }
     }
 }
 
 impl<S: Storage> AwsService<S> {
     /// `credentials: None` accepts any signature (local development).
-    pub fn new(engine: Arc<QueueEngine<S>>, credentials: Option<Credentials>) -> Self {
-        Self { engine, credentials: credentials.map(Arc::new), peer: None }
+    /// Without a notifier, SNS calls are refused.
+    pub fn new(
+        engine: Arc<QueueEngine<S>>,
+        notifier: Option<Arc<Notifier<S>>>,
+        credentials: Option<Credentials>,
+    ) -> Self {
+        Self { engine, notifier, credentials: credentials.map(Arc::new), peer: None }
     }
 
     /// This service for the requests of one connection.
@@ -83,6 +97,8 @@ struct Call<'a> {
     /// The `Host` the client used, for queue URLs.
     host: &'a str,
     sender: Option<String>,
+    /// The access key that signed the request, if one did.
+    access_key: Option<String>,
 }
 
 impl Call<'_> {
@@ -113,7 +129,15 @@ impl<S: Storage> AwsService<S> {
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost")
             .to_owned();
-        let mut cx = Call { protocol, request_id: &rid, host: &host, sender: None };
+        if parts.method == http::Method::GET
+            && parts.uri.path() == format!("/{}", crate::notify::signing_cert_path())
+        {
+            if let Some(n) = &self.notifier {
+                let pem = n.signer().certificate_pem().to_owned();
+                return respond(StatusCode::OK, "application/x-pem-file", pem, &rid);
+            }
+        }
+        let mut cx = Call { protocol, request_id: &rid, host: &host, sender: None, access_key: None };
         let body = match read_body(body).await {
             Ok(body) => body,
             Err(e) => {
@@ -125,15 +149,18 @@ impl<S: Storage> AwsService<S> {
                 return r;
             }
         };
-        // A message's sender: the verified access key, else the peer.
-        cx.sender = match self.authenticate(&parts, &body) {
-            Ok(Some(key)) => Some(key),
-            Ok(None) => self.peer.as_deref().map(str::to_owned),
-            Err(e) => return cx.fail(sqs::DIALECT, &e),
-        };
+        let signed = self.authenticate(&parts, &body);
+        if let Ok(key) = &signed {
+            cx.access_key = key.clone();
+            // A message's sender: the verified access key, else the peer.
+            cx.sender = key.clone().or_else(|| self.peer.as_deref().map(str::to_owned));
+        }
         match protocol {
-            Protocol::Json => self.json_call(&parts.headers, &body, cx).await,
-            Protocol::Query => self.query_call(&parts.uri, &body, cx).await,
+            Protocol::Json => match signed {
+                Ok(_) => self.json_call(&parts.headers, &body, cx).await,
+                Err(e) => cx.fail(sqs::DIALECT, &e),
+            },
+            Protocol::Query => self.query_call(&parts.uri, &body, signed.map(drop), cx).await,
         }
     }
 
@@ -160,6 +187,9 @@ impl<S: Storage> AwsService<S> {
     /// A JSON-protocol request: the service and action are in `X-Amz-Target`.
     async fn json_call(&self, headers: &http::HeaderMap, body: &[u8], cx: Call<'_>) -> Response<GatewayBody> {
         let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if let Some(action) = target.strip_prefix(sts::JSON_PREFIX) {
+            return self.sts(action, cx);
+        }
         let Some(action) = target.strip_prefix("AmazonSQS.") else {
             let e = AwsError::sender("UnknownOperationException", format!("Unknown operation {target}"));
             return cx.fail(sqs::DIALECT, &e);
@@ -175,8 +205,15 @@ impl<S: Storage> AwsService<S> {
     }
 
     /// A Query-protocol request: `Action` and `Version` name the action and
-    /// the service.
-    async fn query_call(&self, uri: &http::Uri, body: &[u8], cx: Call<'_>) -> Response<GatewayBody> {
+    /// the service. `signed` is the signature check's outcome: SNS lets a
+    /// subscriber confirm or unsubscribe with an unsigned request.
+    async fn query_call(
+        &self,
+        uri: &http::Uri,
+        body: &[u8],
+        signed: Result<(), AwsError>,
+        cx: Call<'_>,
+    ) -> Response<GatewayBody> {
         let mut params = Vec::new();
         let mut problem = None;
         for text in [uri.query().unwrap_or("").as_bytes(), body] {
@@ -184,29 +221,93 @@ impl<S: Storage> AwsService<S> {
             params.extend(pairs);
             problem = problem.or(p);
         }
-        let Some(action) = params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()) else {
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let (action, version) = (param("Action"), param("Version"));
+        let api = Api::of(action.as_deref(), version.as_deref());
+        let Some(action) = action else {
             let e = AwsError::sender("MissingAction", "The request must contain the parameter Action.");
-            return cx.fail(sqs::DIALECT, &e);
+            return cx.fail(api.dialect(), &e);
         };
         // Signature and protocol parameters are not action input.
         params.retain(|(k, _)| !PROTOCOL_PARAMETERS.contains(&k.as_str()));
-        if let Some(p) = problem {
-            let e = if p.in_message() {
-                QueueError::InvalidMessageContents(p.message)
-            } else {
-                QueueError::InvalidParameterValue(p.message)
-            };
-            return cx.fail(sqs::DIALECT, &sqs::error::Error::from(e).to_aws());
+        let unsigned_ok = api == Api::Sns && matches!(action.as_str(), "ConfirmSubscription" | "Unsubscribe");
+        match signed {
+            Err(e) if !(unsigned_ok && e.code == "MissingAuthenticationToken") => {
+                return cx.fail(api.dialect(), &e)
+            }
+            _ => {}
         }
-        let mut input = query::flattened_to_json(&params);
+        if let Some(p) = problem {
+            let e = match api {
+                Api::Sqs if p.in_message() => {
+                    sqs::error::Error::from(QueueError::InvalidMessageContents(p.message)).to_aws()
+                }
+                Api::Sqs => sqs::error::Error::from(QueueError::InvalidParameterValue(p.message)).to_aws(),
+                _ => AwsError::sender("InvalidParameter", p.message),
+            };
+            return cx.fail(api.dialect(), &e);
+        }
+        match api {
+            Api::Sqs => self.sqs_query(uri, &action, &params, cx).await,
+            Api::Sns => self.sns(&action, &query::nested_to_json(&params), cx).await,
+            Api::Sts => self.sts(&action, cx),
+        }
+    }
+
+    /// An SQS Query request.
+    async fn sqs_query(
+        &self,
+        uri: &http::Uri,
+        action: &str,
+        params: &[(String, String)],
+        cx: Call<'_>,
+    ) -> Response<GatewayBody> {
+        let mut input = query::flattened_to_json(params);
         // Older SDKs post queue actions to the queue's URL instead of naming it.
         let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
         if input.get("QueueUrl").is_none() && segments.len() == 2 {
             input["QueueUrl"] = Value::String(format!("/{}/{}", segments[0], segments[1]));
         }
-        match sqs::op::Op::parse(&action, &input) {
+        match sqs::op::Op::parse(action, &input) {
             Ok(op) => self.sqs(op, cx).await,
             Err(e) => cx.fail(sqs::DIALECT, &e.to_aws()),
+        }
+    }
+
+    /// An SNS request: parse, apply to the topic engine, answer in XML.
+    async fn sns(&self, action: &str, input: &Value, cx: Call<'_>) -> Response<GatewayBody> {
+        let Some(notifier) = &self.notifier else {
+            let e = AwsError::sender("InvalidAction", "Topics are not enabled on this gateway.");
+            return cx.fail(sns::DIALECT, &e);
+        };
+        let op = match sns::op::Op::parse(action, input) {
+            Ok(op) => op,
+            Err(e) => return cx.fail(sns::DIALECT, &e.to_aws()),
+        };
+        let action = op.name();
+        match op.apply(notifier).await {
+            Ok(out) => respond(StatusCode::OK, "text/xml", out.to_xml(action, cx.request_id), cx.request_id),
+            Err(e) => {
+                if e.is_internal() {
+                    tracing::error!(action, error = %e, "topic action failed");
+                }
+                cx.fail(sns::DIALECT, &e.to_aws())
+            }
+        }
+    }
+
+    /// An STS request: only `GetCallerIdentity` is answered.
+    fn sts(&self, action: &str, cx: Call<'_>) -> Response<GatewayBody> {
+        if action != "GetCallerIdentity" {
+            return cx.fail(sts::DIALECT, &sts::unsupported(action));
+        }
+        let identity =
+            sts::Identity { account: &self.engine.account().id, access_key: cx.access_key.as_deref() };
+        match cx.protocol {
+            Protocol::Json => respond(StatusCode::OK, JSON_TYPE, identity.to_json(), cx.request_id),
+            Protocol::Query => {
+                respond(StatusCode::OK, "text/xml", identity.to_xml(cx.request_id), cx.request_id)
+            }
         }
     }
 
@@ -232,6 +333,36 @@ impl<S: Storage> AwsService<S> {
 }
 
 const JSON_TYPE: &str = "application/x-amz-json-1.0";
+
+/// The service a Query request is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Sqs,
+    Sns,
+    Sts,
+}
+
+impl Api {
+    /// By `Version`, else by the action's name (SQS's when unknown).
+    fn of(action: Option<&str>, version: Option<&str>) -> Api {
+        match version {
+            Some("2010-03-31") => Api::Sns,
+            Some("2011-06-15") => Api::Sts,
+            Some(_) => Api::Sqs,
+            None if action.is_some_and(|a| sns::ACTIONS.contains(&a)) => Api::Sns,
+            None if action == Some("GetCallerIdentity") => Api::Sts,
+            None => Api::Sqs,
+        }
+    }
+
+    fn dialect(self) -> Dialect {
+        match self {
+            Api::Sqs => sqs::DIALECT,
+            Api::Sns => sns::DIALECT,
+            Api::Sts => sts::DIALECT,
+        }
+    }
+}
 
 /// Query parameters that carry the protocol or an old-style signature.
 const PROTOCOL_PARAMETERS: &[&str] = &[

@@ -19,6 +19,7 @@ mod locate;
 pub mod pattern;
 mod problem;
 pub mod queues;
+pub mod topics;
 pub mod units;
 pub mod waf;
 
@@ -39,6 +40,7 @@ pub use problem::{ConfigError, KeyPath, Problem};
 pub use queues::{
     AwsConfig, AwsListener, DeadLetter, MessageMapping, QueueConfig, StorageConfig, SyncMode, ValueSource,
 };
+pub use topics::{Endpoint, SubscriptionConfig, TopicConfig};
 pub use waf::{RouteWaf, WafConfig, WafMode};
 
 /// Defaults, in one place.
@@ -99,6 +101,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Queues created (or updated) at start.
     pub queues: BTreeMap<String, QueueConfig>,
+    /// Topics created (or updated) at start, with their subscriptions.
+    pub topics: BTreeMap<String, TopicConfig>,
     /// Peers whose `X-Forwarded-For` is believed (for `client_ip` keys).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The default limits of every gateway route (empty: none).
@@ -407,6 +411,11 @@ pub enum RouteTarget {
         queue: String,
         message: MessageMapping,
     },
+    /// Publish the request to this topic's subscribers.
+    Topic {
+        topic: String,
+        message: MessageMapping,
+    },
     /// A fixed answer, without any backend (health pages, redirects, stubs).
     Respond(FixedResponse),
 }
@@ -483,13 +492,14 @@ const TOP_KEYS: &[&str] = &[
     "aws",
     "storage",
     "queues",
+    "topics",
     "trusted_proxies",
     "throttle",
     "auth",
     "waf",
 ];
 /// Sections of DESIGN.md §3 that later work implements.
-const TOP_PENDING: &[&str] = &["topics", "alarms"];
+const TOP_PENDING: &[&str] = &["alarms"];
 
 fn decode_config(
     d: &mut Decoder<'_>,
@@ -511,6 +521,7 @@ fn decode_config(
         aws: AwsConfig::default(),
         storage: queues::default_storage(base),
         queues: BTreeMap::new(),
+        topics: BTreeMap::new(),
         trusted_proxies: Vec::new(),
         throttle: Vec::new(),
         auth: Vec::new(),
@@ -535,6 +546,13 @@ fn decode_config(
         for (name, node) in d.entries(&n) {
             if let Some(q) = queues::decode_queue(d, &name, &node) {
                 config.queues.insert(name, q);
+            }
+        }
+    }
+    if let Some(n) = t.get("topics") {
+        for (name, node) in d.entries(&n) {
+            if let Some(topic) = topics::decode_topic(d, &name, &node) {
+                config.topics.insert(name, topic);
             }
         }
     }
@@ -1036,6 +1054,7 @@ const ROUTE_KEYS: &[&str] = &[
     "upstream",
     "respond",
     "queue",
+    "topic",
     "message",
     "strip_prefix",
     "timeout",
@@ -1050,7 +1069,41 @@ const ROUTE_KEYS: &[&str] = &[
     "token_from",
     "waf",
 ];
-const ROUTE_PENDING: &[&str] = &["topic"];
+const ROUTE_PENDING: &[&str] = &[];
+
+/// A topic's subscriptions name declared queues, of a type the topic can
+/// deliver to.
+fn validate_subscriptions(c: &Config, t: &TopicConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let known = |name: &str, at: KeyPath, problems: &mut Vec<Problem>| -> Option<bool> {
+        match c.queues.get(name) {
+            Some(q) => Some(q.fifo),
+            None => {
+                let mut msg = format!("unknown queue `{name}`");
+                match problem::suggest(name, c.queues.keys().map(String::as_str)) {
+                    Some(s) => msg.push_str(&format!(" (did you mean `{s}`?)")),
+                    None => msg.push_str("; subscriptions name queues declared under `queues`"),
+                }
+                problems.push(Problem::at_value(at, msg));
+                None
+            }
+        }
+    };
+    for s in &t.subscriptions {
+        if let Endpoint::Queue(q) = &s.endpoint {
+            if known(q, s.key.key("queue"), &mut problems) == Some(true) && !t.fifo {
+                problems.push(Problem::at_value(
+                    s.key.key("queue"),
+                    "FIFO queues can only subscribe to FIFO topics (named `….fifo`)",
+                ));
+            }
+        }
+        if let Some(dl) = &s.dead_letter {
+            known(dl, s.key.key("dead_letter"), &mut problems);
+        }
+    }
+    problems
+}
 
 /// Methods accepted in `methods:` without question; other tokens are
 /// accepted if they are valid HTTP method tokens.
@@ -1113,7 +1166,8 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
             }
         }
     }
-    let targets: Vec<&str> = ["upstream", "respond", "queue"].into_iter().filter(|k| t.has_key(k)).collect();
+    let targets: Vec<&str> =
+        ["upstream", "respond", "queue", "topic"].into_iter().filter(|k| t.has_key(k)).collect();
     let target = match targets.as_slice() {
         ["upstream"] => t.get("upstream").and_then(|u| d.string(&u)).map(RouteTarget::Upstream),
         ["respond"] => t.get("respond").and_then(|r| decode_respond(d, &r)).map(RouteTarget::Respond),
@@ -1125,8 +1179,19 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
             };
             queue.map(|queue| RouteTarget::Queue { queue, message })
         }
+        ["topic"] => {
+            let topic = t.get("topic").and_then(|q| d.string(&q));
+            let message = match t.get("message") {
+                Some(m) => queues::decode_message(d, &m).unwrap_or_default(),
+                None => MessageMapping::default(),
+            };
+            topic.map(|topic| RouteTarget::Topic { topic, message })
+        }
         [] => {
-            d.invalid(node, "a route needs a target: `upstream: NAME`, `queue: NAME` or `respond: {...}`");
+            d.invalid(
+                node,
+                "a route needs a target: `upstream: NAME`, `queue: NAME`, `topic: NAME` or `respond: {...}`",
+            );
             None
         }
         many => {
@@ -1134,8 +1199,16 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
             None
         }
     };
-    if t.has_key("message") && !t.has_key("queue") {
-        d.report(Problem::at_key(t.path.key("message"), "`message` applies to routes with `queue`"));
+    if t.has_key("message") && !t.has_key("queue") && !t.has_key("topic") {
+        d.report(Problem::at_key(
+            t.path.key("message"),
+            "`message` applies to routes with `queue` or `topic`",
+        ));
+    }
+    if let (Some(RouteTarget::Queue { message, .. }), Some(m)) = (&target, t.get("message")) {
+        if message.subject.is_some() {
+            d.report(Problem::at_key(m.path.key("subject"), "`subject` applies to routes with `topic`"));
+        }
     }
     let strip_prefix = t.get("strip_prefix").and_then(|n| {
         let s = d.string(&n)?;
@@ -1276,6 +1349,10 @@ fn validate(c: &Config) -> Vec<Problem> {
         }
     }
 
+    for t in c.topics.values() {
+        problems.extend(validate_subscriptions(c, t));
+    }
+
     let mut names: BTreeMap<&str, &RouteConfig> = BTreeMap::new();
     for (i, r) in c.routes.iter().enumerate() {
         if let Some(first) = names.insert(&r.name, r) {
@@ -1283,6 +1360,16 @@ fn validate(c: &Config) -> Vec<Problem> {
                 r.key.key("name"),
                 format!("route name `{}` is already used by {}", r.name, first.key),
             ));
+        }
+        if let RouteTarget::Topic { topic, .. } = &r.target {
+            if !c.topics.contains_key(topic) {
+                let mut msg = format!("unknown topic `{topic}`");
+                match problem::suggest(topic, c.topics.keys().map(String::as_str)) {
+                    Some(s) => msg.push_str(&format!(" (did you mean `{s}`?)")),
+                    None => msg.push_str("; routes publish to topics declared under `topics`"),
+                }
+                problems.push(Problem::at_value(r.key.key("topic"), msg));
+            }
         }
         if let RouteTarget::Queue { queue, .. } = &r.target {
             if !c.queues.contains_key(queue) {
@@ -1382,7 +1469,7 @@ fn validate_route_protection(c: &Config, r: &RouteConfig) -> Vec<Problem> {
                 problems.push(Problem::at_value(at, msg));
             }
         }
-        if let RouteTarget::Queue { message, .. } = &r.target {
+        if let RouteTarget::Queue { message, .. } | RouteTarget::Topic { message, .. } = &r.target {
             if message.uses_claims() {
                 problems.push(Problem::at_value(
                     r.key.key("message"),

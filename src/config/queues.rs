@@ -88,16 +88,23 @@ pub enum ValueSource {
 impl MessageMapping {
     /// The `jwt:` sources, which need a route with `auth`.
     pub fn uses_claims(&self) -> bool {
-        let all = self.group_id.iter().chain(&self.dedup_id).chain(self.attributes.iter().map(|(_, s)| s));
+        let all = self
+            .group_id
+            .iter()
+            .chain(&self.dedup_id)
+            .chain(&self.subject)
+            .chain(self.attributes.iter().map(|(_, s)| s));
         all.into_iter().any(|s| matches!(s, ValueSource::Jwt(_)))
     }
 }
 
-/// `message:` of a route with `queue:`.
+/// `message:` of a route with `queue:` or `topic:`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MessageMapping {
     pub group_id: Option<ValueSource>,
     pub dedup_id: Option<ValueSource>,
+    /// Topics only: the notification's `Subject`.
+    pub subject: Option<ValueSource>,
     pub attributes: Vec<(String, ValueSource)>,
 }
 
@@ -371,10 +378,11 @@ fn value_source(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<ValueSource> {
 }
 
 pub(super) fn decode_message(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<MessageMapping> {
-    let t = d.table(node, &["group_id", "dedup_id", "attributes"], &[])?;
+    let t = d.table(node, &["group_id", "dedup_id", "subject", "attributes"], &[])?;
     let mut m = MessageMapping {
         group_id: t.get("group_id").and_then(|n| value_source(d, &n)),
         dedup_id: t.get("dedup_id").and_then(|n| value_source(d, &n)),
+        subject: t.get("subject").and_then(|n| value_source(d, &n)),
         attributes: Vec::new(),
     };
     if let Some(n) = t.get("attributes") {

@@ -151,9 +151,55 @@ fn identical_routes_are_rejected_but_disjoint_methods_are_fine() {
 
 #[test]
 fn later_sections_are_refused_until_they_work() {
-    let lines = problems("topics: {}\nroutes:\n  - { name: a, path: /x, respond: {}, topic: t }\n");
-    assert!(lines[0].contains("1:1: topics: `topics` is not supported yet"), "{lines:?}");
-    assert!(lines[1].contains("routes[0].topic: `topic` is not supported yet"), "{lines:?}");
+    let lines = problems("alarms: {}\n");
+    assert!(lines[0].contains("1:1: alarms: `alarms` is not supported yet"), "{lines:?}");
+}
+
+#[test]
+fn topics_subscriptions_and_topic_routes_decode() {
+    let c = parse(
+        "queues: { orders: {}, dlq: {} }
+topics:
+  events:
+    display_name: Events
+    subscriptions:
+      - { queue: orders, raw: true, filter: { type: [created, { prefix: \"ord\" }] }, filter_scope: body }
+      - { url: \"https://hooks.example.com/x\", confirmed: true, dead_letter: dlq }
+  pay.fifo: { content_based_deduplication: true }
+routes:
+  - { name: e, path: /e, topic: events, message: { subject: \"header:x-subject\", group_id: \"header:x-g\" } }
+",
+    )
+    .unwrap();
+    let t = &c.topics["events"];
+    assert_eq!(t.display_name.as_deref(), Some("Events"));
+    assert!(!t.fifo && c.topics["pay.fifo"].fifo && c.topics["pay.fifo"].content_based_deduplication);
+    let s = &t.subscriptions[0];
+    assert_eq!(s.endpoint, Endpoint::Queue("orders".into()));
+    assert!(s.raw && s.filter_body);
+    assert_eq!(s.filter.as_deref(), Some(r#"{"type":["created",{"prefix":"ord"}]}"#));
+    let u = &t.subscriptions[1];
+    assert_eq!(u.endpoint, Endpoint::Url("https://hooks.example.com/x".into()));
+    assert!(u.confirmed && u.dead_letter.as_deref() == Some("dlq"));
+    let RouteTarget::Topic { topic, message } = &c.routes[0].target else { panic!("topic route") };
+    assert_eq!(topic, "events");
+    assert_eq!(message.subject, Some(ValueSource::Header("x-subject".into())));
+
+    for (yaml, problem) in [
+        ("routes:\n  - { name: e, path: /e, topic: nope }\n", "routes[0].topic: unknown topic `nope`"),
+        ("topics: { t: { subscriptions: [ { queue: q, url: \"http://x\" } ] } }\n", "one endpoint"),
+        ("topics: { t: { subscriptions: [ { url: \"ftp://x\" } ] } }\n", "is not an http:// or https:// URL"),
+        ("topics: { t: { subscriptions: [ { queue: nope } ] } }\n", "unknown queue `nope`"),
+        ("topics: { t: { subscriptions: [ { queue: q, confirmed: true } ] } }\nqueues: { q: {} }\n", "`confirmed` applies to `url`"),
+        ("topics: { t: { content_based_deduplication: true } }\n", "only FIFO topics"),
+        ("topics: { \"bad name\": {} }\n", "is not a topic name"),
+        ("topics: { t: {} }\nqueues: { q.fifo: { fifo: true } }\n\ntopics2: 1\n", "unknown key `topics2`"),
+        ("topics: { t: { subscriptions: [ { queue: q.fifo } ] } }\nqueues: { q.fifo: { fifo: true } }\n", "FIFO queues can only subscribe to FIFO topics"),
+        ("routes:\n  - { name: q, path: /q, queue: q, message: { subject: \"header:s\" } }\nqueues: { q: {} }\n", "`subject` applies to routes with `topic`"),
+    ] {
+        let lines = problems(yaml);
+        assert!(lines.iter().any(|l| l.contains(problem)), "{yaml}: {lines:?}");
+    }
 }
 
 #[test]

@@ -5,16 +5,19 @@
 //! outermost first as in DESIGN.md §1, around its target:
 //!
 //! - [`proxy::ProxyTarget`]: forward to an upstream;
-//! - [`publish::PublishTarget`]: turn the request into a queue message;
+//! - [`publish::PublishTarget`]: turn the request into a queue message, or
+//!   a topic notification ([`topic`]);
 //! - [`respond::FixedAnswer`]: a fixed answer from the config.
 //!
 //! [`Dispatch`] is the innermost service of a connection's stack: it hands
 //! each routed request to its route's stack.
 
+pub mod deliver;
 pub mod proxy;
 pub mod publish;
 pub mod respond;
 pub mod stack;
+pub mod topic;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -14,8 +14,9 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::proxy::{ProxyRoute, ProxyTarget};
-use super::publish::{PublishTarget, Publisher};
+use super::publish::{Destination, PublishTarget, Publisher};
 use super::respond::FixedAnswer;
+use super::topic::TopicPublisher;
 use super::RouteStack;
 use crate::config::{Config, LimitConfig, RouteConfig, RouteTarget};
 use crate::exchange::ExchangeService;
@@ -25,6 +26,7 @@ use crate::middleware::throttle::buckets::{Buckets, MemoryBuckets, StoreMetrics}
 use crate::middleware::throttle::{Limit, ThrottleLayer};
 use crate::middleware::timeout::{TimeoutLayer, Waiting};
 use crate::middleware::waf::{Firewall, Policy, RuleSet, WafLayer};
+use crate::notify::Notifier;
 use crate::proxy::Upstream;
 use crate::queue::storage::sqlite::SqliteStorage;
 use crate::queue::QueueEngine;
@@ -60,6 +62,7 @@ pub struct StackParts<'a> {
     /// The WAF's compiled rules, if the config turns it on.
     pub rule_set: Option<&'a Arc<RuleSet>>,
     pub queues: Option<&'a Arc<QueueEngine<SqliteStorage>>>,
+    pub notifier: Option<&'a Arc<Notifier<SqliteStorage>>>,
     pub metrics: &'a HttpMetrics,
     /// Stores of the running plan (reused when unchanged).
     pub previous_buckets: Option<&'a BucketStores>,
@@ -110,11 +113,25 @@ impl StackParts<'_> {
             }
             RouteTarget::Queue { queue, message } => {
                 let publisher = self.queues.map(|engine| {
-                    Arc::new(Publisher {
+                    Arc::new(Destination::Queue(Publisher {
                         engine: engine.clone(),
                         queue: queue.clone(),
                         mapping: message.clone(),
-                    })
+                    }))
+                });
+                let after = r.timeout.unwrap_or(QUEUE_ROUTE_TIMEOUT);
+                (
+                    Target::Publish(PublishTarget(publisher)),
+                    Some(TimeoutLayer::new(after, Waiting::Route(name))),
+                )
+            }
+            RouteTarget::Topic { topic, message } => {
+                let publisher = self.notifier.map(|notifier| {
+                    Arc::new(Destination::Topic(TopicPublisher {
+                        notifier: notifier.clone(),
+                        topic: topic.clone(),
+                        mapping: message.clone(),
+                    }))
                 });
                 let after = r.timeout.unwrap_or(QUEUE_ROUTE_TIMEOUT);
                 (

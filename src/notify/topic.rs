@@ -189,6 +189,27 @@ impl Subscription {
         &self.record.arn
     }
 
+    /// The attributes `GetSubscriptionAttributes` answers.
+    pub fn attributes(&self, topic_arn: &str, owner: &str) -> BTreeMap<String, String> {
+        let r = &self.record;
+        let mut out = r.attributes.clone();
+        out.insert("SubscriptionArn".into(), r.arn.clone());
+        out.insert("TopicArn".into(), topic_arn.to_owned());
+        out.insert("Owner".into(), owner.to_owned());
+        out.insert("Protocol".into(), r.protocol.as_str().to_owned());
+        out.insert("Endpoint".into(), r.endpoint.clone());
+        out.insert("PendingConfirmation".into(), (!r.confirmed).to_string());
+        out.insert("ConfirmationWasAuthenticated".into(), (r.protocol == Protocol::Sqs).to_string());
+        out.insert("RawMessageDelivery".into(), self.raw.to_string());
+        if self.filter.is_some() {
+            out.insert("FilterPolicyScope".into(), self.scope.as_str().to_owned());
+        }
+        if r.protocol != Protocol::Sqs {
+            out.insert("EffectiveDeliveryPolicy".into(), self.delivery.effective_subscription_text());
+        }
+        out
+    }
+
     /// The dead-letter queue's ARN, from `RedrivePolicy`.
     pub fn dead_letter_arn(&self) -> Option<String> {
         let text = self.record.attributes.get("RedrivePolicy")?;

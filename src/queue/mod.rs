@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -998,13 +997,6 @@ fn system_attributes_md5(trace: &str) -> String {
         },
     );
     attributes_md5(&attrs).unwrap_or_default()
-}
-
-/// Decodes a base64 binary attribute value.
-pub fn decode_binary(text: &str) -> Result<Vec<u8>, QueueError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| QueueError::invalid_parameter("A binary message attribute value is not valid base64."))
 }
 
 #[cfg(test)]

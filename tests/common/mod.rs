@@ -435,3 +435,26 @@ pub async fn queue_attribute(
         client.get_queue_attributes().queue_url(url).attribute_names(name.clone()).send().await.unwrap();
     out.attributes().unwrap()[&name].clone()
 }
+
+/// An SNS client (the real `aws-sdk-sns`) for a gatehouse's AWS listener.
+pub fn sns(gw: &Gateway) -> aws_sdk_sns::Client {
+    let addr = gw.gh().aws_addr.expect("aws listener");
+    let config = aws_sdk_sns::Config::builder()
+        .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+        .region(aws_sdk_sns::config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://{addr}"))
+        .credentials_provider(aws_sdk_sns::config::Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled())
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_sns::Client::from_conf(config)
+}
+
+/// The service error code of an SNS SDK error (e.g. `NotFound`).
+pub fn sns_code<E, R>(err: &aws_sdk_sns::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sns::error::ProvideErrorMetadata,
+{
+    use aws_sdk_sns::error::ProvideErrorMetadata;
+    err.code().unwrap_or("(no code)").to_owned()
+}

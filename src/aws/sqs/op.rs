@@ -11,12 +11,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::Error;
-use crate::aws::input::{self, field, number, required, string, string_list, string_map, InputError};
-use crate::queue::message::{AttributeValue, Attributes};
-use crate::queue::{decode_binary, QueueError, ReceiveRequest, SendRequest};
-
-/// Batches carry at most this many entries.
-const MAX_BATCH: usize = 10;
+use crate::aws::input::{
+    self, field, number, required, string, string_list, string_map, BatchError, InputError,
+};
+use crate::queue::message::Attributes;
+use crate::queue::{QueueError, ReceiveRequest, SendRequest};
 
 /// An SQS call, ready to apply.
 #[derive(Debug)]
@@ -236,11 +235,11 @@ fn receive_request(v: &Value) -> Result<ReceiveRequest, Error> {
 }
 
 fn send_request(v: &Value) -> Result<SendRequest, Error> {
-    let system = attributes_of(field(v, "MessageSystemAttributes"), "MessageSystemAttributes")?;
+    let system = input::message_attributes(field(v, "MessageSystemAttributes"), "MessageSystemAttributes")?;
     Ok(SendRequest {
         body: required(v, "MessageBody")?,
         delay_seconds: number(v, "DelaySeconds")?,
-        attributes: attributes_of(field(v, "MessageAttributes"), "MessageAttributes")?,
+        attributes: input::message_attributes(field(v, "MessageAttributes"), "MessageAttributes")?,
         trace_header: trace_header(system)?,
         group_id: string(v, "MessageGroupId")?,
         dedup_id: string(v, "MessageDeduplicationId")?,
@@ -263,28 +262,6 @@ fn trace_header(system: Attributes) -> Result<Option<String>, Error> {
     Ok(trace_header)
 }
 
-/// Message attributes from a map (absent: none).
-fn attributes_of(obj: Option<&Value>, key: &str) -> Result<Attributes, Error> {
-    let Some(obj) = obj.filter(|x| !x.is_null()) else { return Ok(Attributes::new()) };
-    let obj = obj.as_object().ok_or_else(|| InputError::invalid(format!("{key} must be a map.")))?;
-    let mut out = Attributes::new();
-    for (name, value) in obj {
-        let data_type = string(value, "DataType")?.ok_or_else(|| {
-            InputError::invalid(format!(
-                "The message attribute '{name}' must contain a non-empty attribute type."
-            ))
-        })?;
-        let binary = match field(value, "BinaryValue") {
-            Some(Value::String(b)) => Some(decode_binary(b)?),
-            Some(_) => return Err(InputError::invalid("BinaryValue must be base64 text.").into()),
-            None => None,
-        };
-        let string_value = string(value, "StringValue")?;
-        out.insert(name.clone(), AttributeValue { data_type, string_value, binary_value: binary });
-    }
-    Ok(out)
-}
-
 /// A request's `Entries` with their ids, checked with [`check_ids`].
 fn batch(v: &Value) -> Result<Vec<(String, &Value)>, Error> {
     let entries = input::list(v, "Entries")?.unwrap_or_default();
@@ -297,35 +274,20 @@ fn entries<E, T>(raw: Vec<(String, E)>, parse: impl Fn(E) -> Result<T, Error>) -
     raw.into_iter().map(|(id, e)| Entry { id, item: parse(e) }).collect()
 }
 
-/// Checks a batch's ids: 1–10 entries with distinct, well-formed ids.
+/// Checks a batch's ids (see [`input::batch_ids`]).
 fn check_ids(ids: impl ExactSizeIterator<Item = input::Read<String>>) -> Result<Vec<String>, Error> {
-    if ids.len() == 0 {
-        return Err(Error::EmptyBatchRequest("There should be at least one entry in the request.".into()));
-    }
-    if ids.len() > MAX_BATCH {
-        return Err(Error::TooManyEntriesInBatchRequest(format!(
-            "Maximum number of entries per request are {MAX_BATCH}. You have sent {}.",
-            ids.len()
-        )));
-    }
-    // At most ten ids: a linear look is cheaper than hashing them.
-    let mut seen: Vec<String> = Vec::with_capacity(ids.len());
-    for id in ids {
-        let id = id?;
-        let valid = !id.is_empty()
-            && id.len() <= 80
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
-            return Err(Error::InvalidBatchEntryId(format!(
-                "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long: {id}"
-            )));
-        }
-        if seen.contains(&id) {
-            return Err(Error::BatchEntryIdsNotDistinct(format!("Id {id} repeated.")));
-        }
-        seen.push(id);
-    }
-    Ok(seen)
+    input::batch_ids(ids).map_err(|e| match e {
+        BatchError::Input(e) => e.into(),
+        BatchError::Empty => Error::EmptyBatchRequest("There should be at least one entry in the request.".into()),
+        BatchError::TooMany(n) => Error::TooManyEntriesInBatchRequest(format!(
+            "Maximum number of entries per request are {}. You have sent {n}.",
+            input::MAX_BATCH
+        )),
+        BatchError::BadId(id) => Error::InvalidBatchEntryId(format!(
+            "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long: {id}"
+        )),
+        BatchError::Repeated(id) => Error::BatchEntryIdsNotDistinct(format!("Id {id} repeated.")),
+    })
 }
 
 /// The typed decode of the two hot batch actions; `None` when `action` is
@@ -392,11 +354,11 @@ struct SendEntry<'a> {
 impl SendEntry<'_> {
     /// As [`send_request`] reads the same entry from a `Value`.
     fn request(&self) -> Result<SendRequest, Error> {
-        let system = attributes_of(self.system_attributes.as_ref(), "MessageSystemAttributes")?;
+        let system = input::message_attributes(self.system_attributes.as_ref(), "MessageSystemAttributes")?;
         Ok(SendRequest {
             body: self.body.as_ref().to_owned(),
             delay_seconds: self.delay_seconds,
-            attributes: attributes_of(self.attributes.as_ref(), "MessageAttributes")?,
+            attributes: input::message_attributes(self.attributes.as_ref(), "MessageAttributes")?,
             trace_header: trace_header(system)?,
             group_id: self.group_id.as_deref().map(str::to_owned),
             dedup_id: self.dedup_id.as_deref().map(str::to_owned),

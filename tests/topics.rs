@@ -1,0 +1,487 @@
+//! Topics over the wire: the real `aws-sdk-sns` and `aws-sdk-sqs` clients
+//! against gatehouse's AWS listener, and publishing through a gateway
+//! route.
+
+mod common;
+
+use std::collections::HashMap;
+
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+use base64::Engine as _;
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+fn queue_arn(name: &str) -> String {
+    format!("arn:aws:sqs:us-east-1:000000000000:{name}")
+}
+
+async fn receive_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    out.messages.unwrap_or_default()
+}
+
+fn string_attr(v: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder().data_type("String").string_value(v).build().unwrap()
+}
+
+fn number_attr(v: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder().data_type("Number").string_value(v).build().unwrap()
+}
+
+/// Verifies an envelope's signature with the certificate at its
+/// `SigningCertURL`, as an SNS receiver does.
+async fn verify_signature(envelope: &Value) {
+    let cert_url = envelope["SigningCertURL"].as_str().unwrap();
+    let pem = client().get(cert_url).send().await.unwrap().text().await.unwrap();
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(der).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let key = cert.public_key().subject_public_key.data.to_vec();
+    let mut text = String::new();
+    let kind = envelope["Type"].as_str().unwrap();
+    let fields: &[&str] = if kind == "Notification" {
+        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+    } else {
+        &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+    };
+    for f in fields {
+        if let Some(v) = envelope[*f].as_str() {
+            text.push_str(&format!("{f}\n{v}\n"));
+        }
+    }
+    assert_eq!(envelope["SignatureVersion"], "2");
+    let sig =
+        base64::engine::general_purpose::STANDARD.decode(envelope["Signature"].as_str().unwrap()).unwrap();
+    let public =
+        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256, key);
+    public.verify(text.as_bytes(), &sig).expect("the signature verifies with the served certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_fans_out_to_every_queue_with_a_signed_envelope_or_raw() {
+    let gw = start_queues("").await;
+    let (sns, sqs) = (sns(&gw), sqs(&gw));
+    let topic = sns.create_topic().name("orders").send().await.unwrap().topic_arn.unwrap();
+    assert_eq!(topic, "arn:aws:sns:us-east-1:000000000000:orders");
+    let mut urls = Vec::new();
+    for (i, raw) in [false, false, true].into_iter().enumerate() {
+        let name = format!("q{i}");
+        urls.push(create_queue(&sqs, &name, &[]).await);
+        let mut req = sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn(&name));
+        if raw {
+            req = req.attributes("RawMessageDelivery", "true");
+        }
+        let arn = req.send().await.unwrap().subscription_arn.unwrap();
+        assert!(arn.starts_with(&format!("{topic}:")), "{arn}");
+    }
+    let published = sns
+        .publish()
+        .topic_arn(&topic)
+        .message("order 7 placed")
+        .subject("New order")
+        .message_attributes("kind", string_attr("created"))
+        .send()
+        .await
+        .unwrap();
+    let id = published.message_id.unwrap();
+
+    // Acknowledged means delivered: no waiting.
+    for (i, url) in urls.iter().enumerate() {
+        let got = receive_all(&sqs, url).await;
+        assert_eq!(got.len(), 1, "queue {i}");
+        let body = got[0].body().unwrap();
+        if i == 2 {
+            assert_eq!(body, "order 7 placed");
+            let attrs = got[0].message_attributes().unwrap();
+            assert_eq!(attrs["kind"].string_value(), Some("created"));
+            continue;
+        }
+        let env: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(env["Type"], "Notification");
+        assert_eq!(env["MessageId"], id.as_str());
+        assert_eq!(env["TopicArn"], topic.as_str());
+        assert_eq!(env["Subject"], "New order");
+        assert_eq!(env["Message"], "order 7 placed");
+        assert_eq!(
+            env["MessageAttributes"]["kind"],
+            serde_json::json!({ "Type": "String", "Value": "created" })
+        );
+        assert!(env["Timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(env["UnsubscribeURL"].as_str().unwrap().contains("Action=Unsubscribe"));
+        verify_signature(&env).await;
+    }
+
+    // Unsubscribed queues get nothing more; the topic lists what is left.
+    let subs =
+        sns.list_subscriptions_by_topic().topic_arn(&topic).send().await.unwrap().subscriptions.unwrap();
+    assert_eq!(subs.len(), 3);
+    sns.unsubscribe().subscription_arn(subs[0].subscription_arn().unwrap()).send().await.unwrap();
+    sns.publish().topic_arn(&topic).message("second").send().await.unwrap();
+    let mut total = 0;
+    for url in &urls {
+        total += receive_all(&sqs, url).await.len();
+    }
+    assert_eq!(total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_filter_operator_in_both_scopes() {
+    let gw = start_queues("").await;
+    let (sns, sqs) = (sns(&gw), sqs(&gw));
+    let topic = sns.create_topic().name("filtered").send().await.unwrap().topic_arn.unwrap();
+    // (policy, scope, whether the message below matches)
+    let cases = [
+        (r#"{"kind": ["created"]}"#, true),
+        (r#"{"kind": ["cancelled"]}"#, false),
+        (r#"{"kind": [{"prefix": "cre"}]}"#, true),
+        (r#"{"kind": [{"suffix": "ted"}]}"#, true),
+        (r#"{"kind": [{"suffix": "xyz"}]}"#, false),
+        (r#"{"kind": [{"anything-but": ["cancelled"]}]}"#, true),
+        (r#"{"kind": [{"anything-but": {"prefix": "cr"}}]}"#, false),
+        (r#"{"price": [{"numeric": [">", 10, "<=", 20]}]}"#, true),
+        (r#"{"price": [{"numeric": ["<", 10]}]}"#, false),
+        (r#"{"kind": [{"exists": true}]}"#, true),
+        (r#"{"coupon": [{"exists": false}]}"#, true),
+        (r#"{"kind": [{"equals-ignore-case": "CREATED"}]}"#, true),
+        (r#"{"ip": [{"cidr": "10.0.0.0/8"}]}"#, true),
+        (r#"{"ip": [{"cidr": "192.168.0.0/16"}]}"#, false),
+        (r#"{"$or": [{"kind": ["nope"]}, {"price": [15]}]}"#, true),
+        (r#"{"kind": ["created"], "price": [99]}"#, false),
+    ];
+    let mut queues = Vec::new();
+    for (scope, scope_name) in [("MessageAttributes", "a"), ("MessageBody", "b")] {
+        for (i, (policy, expect)) in cases.iter().enumerate() {
+            let name = format!("f{scope_name}{i}");
+            let url = create_queue(&sqs, &name, &[]).await;
+            sns.subscribe()
+                .topic_arn(&topic)
+                .protocol("sqs")
+                .endpoint(queue_arn(&name))
+                .attributes("FilterPolicy", *policy)
+                .attributes("FilterPolicyScope", scope)
+                .attributes("RawMessageDelivery", "true")
+                .send()
+                .await
+                .unwrap();
+            queues.push((url, format!("{scope} {policy}"), *expect));
+        }
+    }
+    // The same facts as attributes and as the JSON body.
+    sns.publish()
+        .topic_arn(&topic)
+        .message(r#"{"kind": "created", "price": 15, "ip": "10.1.2.3"}"#)
+        .message_attributes("kind", string_attr("created"))
+        .message_attributes("price", number_attr("15"))
+        .message_attributes("ip", string_attr("10.1.2.3"))
+        .send()
+        .await
+        .unwrap();
+    for (url, what, expect) in &queues {
+        let got = receive_all(&sqs, url).await.len();
+        assert_eq!(got, usize::from(*expect), "{what}");
+    }
+
+    // A bad policy is refused with SNS's code.
+    let err = sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn("fa0"))
+        .attributes("FilterPolicy", r#"{"kind": [{"wildcat": "x"}]}"#)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_topics_keep_group_order_and_deduplicate_into_fifo_queues() {
+    let gw = start_queues("").await;
+    let (sns, sqs) = (sns(&gw), sqs(&gw));
+    let topic = sns
+        .create_topic()
+        .name("pay.fifo")
+        .attributes("FifoTopic", "true")
+        .attributes("ContentBasedDeduplication", "true")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let url =
+        create_queue(&sqs, "pay.fifo", &[(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")]).await;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn("pay.fifo"))
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    // A standard topic cannot take a FIFO queue.
+    let plain = sns.create_topic().name("plain").send().await.unwrap().topic_arn.unwrap();
+    let err = sns
+        .subscribe()
+        .topic_arn(&plain)
+        .protocol("sqs")
+        .endpoint(queue_arn("pay.fifo"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+
+    let entries: Vec<PublishBatchRequestEntry> = (0..10)
+        .map(|i| {
+            PublishBatchRequestEntry::builder()
+                .id(format!("e{i}"))
+                .message(format!("payment {i}"))
+                .message_group_id("account-1")
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let out = sns
+        .publish_batch()
+        .topic_arn(&topic)
+        .set_publish_batch_request_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.successful().len(), 10);
+    let seqs: Vec<&str> = out.successful().iter().map(|s| s.sequence_number().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The same body again within five minutes: the same message, not a new one.
+    let again = sns
+        .publish()
+        .topic_arn(&topic)
+        .message("payment 3")
+        .message_group_id("account-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.message_id(), out.successful()[3].message_id());
+    let err = sns.publish().topic_arn(&topic).message("no group").send().await.unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+
+    let mut bodies = Vec::new();
+    loop {
+        let got = receive_all(&sqs, &url).await;
+        if got.is_empty() {
+            break;
+        }
+        for m in &got {
+            bodies.push(m.body().unwrap().to_owned());
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let expect: Vec<String> = (0..10).map(|i| format!("payment {i}")).collect();
+    assert_eq!(bodies, expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_subscriptions_wait_for_confirmation() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(HashMap<String, String>, String)>();
+    let hook = backend(move |req| {
+        let tx = tx.clone();
+        async move {
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let _ = tx.send((headers, String::from_utf8_lossy(&body).into_owned()));
+            text(200, "ok")
+        }
+    })
+    .await;
+    let gw = start_queues("").await;
+    let sns = sns(&gw);
+    let topic = sns.create_topic().name("hooks").send().await.unwrap().topic_arn.unwrap();
+    let out = sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("http")
+        .endpoint(format!("{}/sns", hook.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.subscription_arn(), Some("PendingConfirmation"));
+
+    let (headers, body) = rx.recv().await.unwrap();
+    assert_eq!(headers["x-amz-sns-message-type"], "SubscriptionConfirmation");
+    assert_eq!(headers["x-amz-sns-topic-arn"], topic);
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["Type"], "SubscriptionConfirmation");
+    assert_eq!(headers["x-amz-sns-message-id"], env["MessageId"].as_str().unwrap());
+    verify_signature(&env).await;
+    let listed = sns.list_subscriptions().send().await.unwrap().subscriptions.unwrap();
+    assert_eq!(listed[0].subscription_arn(), Some("PendingConfirmation"));
+
+    // A wrong token confirms nothing; visiting the SubscribeURL confirms.
+    let err = sns.confirm_subscription().topic_arn(&topic).token("forged").send().await.unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+    let page = client().get(env["SubscribeURL"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let xml = page.text().await.unwrap();
+    assert!(xml.contains("<ConfirmSubscriptionResult><SubscriptionArn>arn:aws:sns:"), "{xml}");
+    let listed = sns.list_subscriptions().send().await.unwrap().subscriptions.unwrap();
+    let arn = listed[0].subscription_arn().unwrap().to_owned();
+    assert!(arn.starts_with(&topic));
+    let attrs =
+        sns.get_subscription_attributes().subscription_arn(&arn).send().await.unwrap().attributes.unwrap();
+    assert_eq!(attrs["PendingConfirmation"], "false");
+    assert!(attrs["EffectiveDeliveryPolicy"].contains("healthyRetryPolicy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_attributes_tags_errors_and_the_caller_identity() {
+    let gw = start_queues("").await;
+    let sns = sns(&gw);
+    let topic =
+        sns.create_topic().name("t").tags(tag("team", "ops")).send().await.unwrap().topic_arn.unwrap();
+    // CreateTopic is idempotent.
+    assert_eq!(sns.create_topic().name("t").send().await.unwrap().topic_arn.unwrap(), topic);
+    sns.set_topic_attributes()
+        .topic_arn(&topic)
+        .attribute_name("DisplayName")
+        .attribute_value("Team T")
+        .send()
+        .await
+        .unwrap();
+    let attrs = sns.get_topic_attributes().topic_arn(&topic).send().await.unwrap().attributes.unwrap();
+    assert_eq!(attrs["DisplayName"], "Team T");
+    assert_eq!(attrs["TopicArn"], topic);
+    assert_eq!(attrs["SubscriptionsConfirmed"], "0");
+    assert!(attrs["Policy"].contains("SNS:Publish"));
+    sns.tag_resource().resource_arn(&topic).tags(tag("env", "prod")).send().await.unwrap();
+    sns.untag_resource().resource_arn(&topic).tag_keys("team").send().await.unwrap();
+    let tags = sns.list_tags_for_resource().resource_arn(&topic).send().await.unwrap().tags.unwrap();
+    assert_eq!(tags.len(), 1);
+    assert_eq!((tags[0].key(), tags[0].value()), ("env", "prod"));
+    let topics = sns.list_topics().send().await.unwrap().topics.unwrap();
+    assert_eq!(topics.len(), 1);
+
+    let missing = "arn:aws:sns:us-east-1:000000000000:missing";
+    let err = sns.publish().topic_arn(missing).message("x").send().await.unwrap_err();
+    assert_eq!(sns_code(&err), "NotFound");
+    let err = sns.get_topic_attributes().topic_arn(missing).send().await.unwrap_err();
+    assert_eq!(sns_code(&err), "NotFound");
+    let err = sns
+        .set_topic_attributes()
+        .topic_arn(&topic)
+        .attribute_name("Nope")
+        .attribute_value("1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+    let err =
+        sns.subscribe().topic_arn(&topic).protocol("sms").endpoint("+15550100").send().await.unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+    let err = sns.publish().topic_arn(&topic).message("x".repeat(256 * 1024 + 1)).send().await.unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+    let err = sns.list_tags_for_resource().resource_arn(missing).send().await.unwrap_err();
+    assert_eq!(sns_code(&err), "ResourceNotFound");
+    let empty: Vec<PublishBatchRequestEntry> = Vec::new();
+    let err = sns
+        .publish_batch()
+        .topic_arn(&topic)
+        .set_publish_batch_request_entries(Some(empty))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(sns_code(&err), "EmptyBatchRequest");
+    sns.delete_topic().topic_arn(&topic).send().await.unwrap();
+    assert!(sns.list_topics().send().await.unwrap().topics.unwrap_or_default().is_empty());
+
+    // sts:GetCallerIdentity, as SDK helpers ask it.
+    let addr = gw.gh().aws_addr.unwrap();
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::Config::builder()
+            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+            .region(aws_sdk_sts::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{addr}"))
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build(),
+    );
+    let me = sts.get_caller_identity().send().await.unwrap();
+    assert_eq!(me.account(), Some("000000000000"));
+    assert!(me.arn().unwrap().starts_with("arn:aws:iam::000000000000:user/"));
+}
+
+fn tag(k: &str, v: &str) -> aws_sdk_sns::types::Tag {
+    aws_sdk_sns::types::Tag::builder().key(k).value(v).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_route_publishes_through_the_gateway_and_declared_topics_persist() {
+    let yaml = queue_config(
+        "queues: { a: {}, b: {} }
+topics:
+  events:
+    subscriptions:
+      - { queue: a, raw: true }
+      - { queue: b, filter: { tier: [gold] } }
+routes:
+  - name: events
+    path: /events
+    methods: [POST]
+    topic: events
+    message: { subject: \"header:x-subject\", attributes: { tier: \"header:x-tier\" } }
+",
+    );
+    let mut gw = Gateway::start(&yaml).await;
+    let sqs_client = sqs(&gw);
+    let url = |q: &str| format!("http://{}/000000000000/{q}", gw.gh().aws_addr.unwrap());
+    let r = client()
+        .post(format!("{}/events", gw.url))
+        .header("x-subject", "Hello")
+        .header("x-tier", "gold")
+        .body("event one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert!(answer["MessageId"].is_string());
+    let a = receive_all(&sqs_client, &url("a")).await;
+    assert_eq!(a[0].body(), Some("event one"));
+    assert_eq!(a[0].message_attributes().unwrap()["tier"].string_value(), Some("gold"));
+    let b = receive_all(&sqs_client, &url("b")).await;
+    let env: Value = serde_json::from_str(b[0].body().unwrap()).unwrap();
+    assert_eq!((env["Subject"].as_str(), env["Message"].as_str()), (Some("Hello"), Some("event one")));
+    // A silver message misses b's filter.
+    client().post(format!("{}/events", gw.url)).header("x-tier", "silver").body("two").send().await.unwrap();
+    assert_eq!(receive_all(&sqs_client, &url("b")).await.len(), 0);
+
+    // A topic made over the API survives a restart beside the declared one.
+    sns(&gw).create_topic().name("adhoc").send().await.unwrap();
+    let dir = gw.dir.path().to_owned();
+    let gh = gw.gh.take().unwrap();
+    gh.shutdown().await;
+    let config = gatehouse::config::Config::load(&dir.join("routes.yaml")).unwrap();
+    gw.gh = Some(gatehouse::app::start(config).await.unwrap());
+    let topics = sns(&gw).list_topics().send().await.unwrap().topics.unwrap();
+    let names: Vec<&str> =
+        topics.iter().map(|t| t.topic_arn().unwrap().rsplit(':').next().unwrap()).collect();
+    assert_eq!(names, ["adhoc", "events"]);
+    let subs = sns(&gw).list_subscriptions().send().await.unwrap().subscriptions.unwrap();
+    assert_eq!(subs.len(), 2, "declared subscriptions are not doubled by a restart");
+}
