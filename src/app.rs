@@ -29,7 +29,8 @@ use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestId, RequestId, SetRequestIdLayer};
 
 use crate::admin::{
-    AdminService, ListenerCollector, ProviderSet, QueueCollector, Readiness, UpstreamCollector, UpstreamSet,
+    AdminService, ListenerCollector, ProviderSet, QueueCollector, Readiness, TopicCollector,
+    UpstreamCollector, UpstreamSet,
 };
 use crate::aws::{AwsService, Credentials};
 use crate::body::ClientBody;
@@ -303,10 +304,13 @@ fn uses_queues(config: &Config) -> bool {
             .any(|r| matches!(r.target, RouteTarget::Queue { .. } | RouteTarget::Topic { .. }))
 }
 
-/// Opens the queues, then the topics kept beside them; `aws` is where the
-/// AWS listener was bound (the URLs notifications carry point there).
-async fn open_engines(config: &Config, aws: Option<SocketAddr>) -> Result<Engines, StartError> {
-    let queues = open_queues(config).await?;
+/// Opens the topics kept beside the queues; `aws` is where the AWS
+/// listener was bound (the URLs notifications carry point there).
+async fn open_topics(
+    config: &Config,
+    queues: Arc<Queues>,
+    aws: Option<SocketAddr>,
+) -> Result<Engines, StartError> {
     let fail = |msg: String| {
         StartError::Config(config.error(vec![Problem::at_value(KeyPath::root().key("storage"), msg)]))
     };
@@ -316,15 +320,10 @@ async fn open_engines(config: &Config, aws: Option<SocketAddr>) -> Result<Engine
         None => "http://localhost".to_owned(),
     };
     let deliver = HttpDeliverer::new().map_err(fail)?;
-    let dir = config.storage.path.clone();
-    let q = queues.clone();
-    let topics =
-        tokio::task::spawn_blocking(move || Notifier::open(q, &dir, Urls { base }, Some(Arc::new(deliver))))
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|e| {
-                fail(format!("cannot open the topics in `{}`: {e}", config.storage.path.display()))
-            })?;
+    let dir = &config.storage.path;
+    let topics = Notifier::open(queues.clone(), dir, Urls { base }, Some(Arc::new(deliver)))
+        .await
+        .map_err(|e| fail(format!("cannot open the topics in `{}`: {e}", dir.display())))?;
     declare_topics(&topics, config).await.map_err(StartError::Config)?;
     Ok(Engines { queues, topics })
 }
@@ -477,10 +476,14 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     let metrics = HttpMetrics::new();
     // Checked before the store is touched.
     drop(plan(config.clone(), None, &metrics, None)?);
-    // Bind everything first, so a port in use is reported before serving.
+    let queues = if uses_queues(&config) { Some(open_queues(&config).await?) } else { None };
+    // Bind everything before serving, so a port in use is reported first.
     let Bound { gateway: bound, aws: aws_sockets, admin: admin_socket } = bind_all(&config, workers)?;
     let aws_bound = aws_sockets.first().and_then(|s| s.local_addr().ok());
-    let engines = if uses_queues(&config) { Some(open_engines(&config, aws_bound).await?) } else { None };
+    let engines = match queues {
+        Some(q) => Some(open_topics(&config, q, aws_bound).await?),
+        None => None,
+    };
     let plan = plan(config, None, &metrics, engines.as_ref())?;
     let config = plan.config.clone();
 
@@ -566,6 +569,7 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
     registry.register_collector(Box::new(UpstreamCollector { upstreams: upstreams.clone() }));
     if let Some(engines) = &engines {
         registry.register_collector(Box::new(QueueCollector::new(engines.queues.clone())));
+        registry.register_collector(Box::new(TopicCollector::new(engines.topics.clone())));
         spawn_count_refresher(&engines.queues);
     }
     let mut admin_listener = None;
@@ -836,6 +840,9 @@ impl Gatehouse {
         let _ = self.admin_phase.send(Phase::Stopped);
         for l in self.listeners.iter().chain(&self.admin_listener) {
             l.set_phase(Phase::Stopped);
+        }
+        if let Some(e) = &self.engines {
+            e.topics.stop();
         }
     }
 }

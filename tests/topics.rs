@@ -485,3 +485,209 @@ routes:
     let subs = sns(&gw).list_subscriptions().send().await.unwrap().subscriptions.unwrap();
     assert_eq!(subs.len(), 2, "declared subscriptions are not doubled by a restart");
 }
+
+/// An HTTP(S) subscriber: records what it is sent, answers with the
+/// statuses it is scripted with (then 200).
+struct Hook {
+    backend: Backend,
+    received: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<(HashMap<String, String>, String)>>,
+    script: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl Hook {
+    async fn start(statuses: &[u16]) -> Hook {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let script =
+            std::sync::Arc::new(std::sync::Mutex::new(statuses.iter().rev().copied().collect::<Vec<u16>>()));
+        let answers = script.clone();
+        let backend = backend(move |req| {
+            let (tx, answers) = (tx.clone(), answers.clone());
+            async move {
+                let headers: HashMap<String, String> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                // Confirmations always succeed; notifications follow the script.
+                let confirmation = headers.get("x-amz-sns-message-type").map(String::as_str)
+                    == Some("SubscriptionConfirmation");
+                let status = if confirmation { 200 } else { answers.lock().unwrap().pop().unwrap_or(200) };
+                let _ = tx.send((headers, body));
+                text(status, "")
+            }
+        })
+        .await;
+        Hook { backend, received: tokio::sync::Mutex::new(rx), script }
+    }
+
+    async fn next(&self) -> (HashMap<String, String>, String) {
+        let mut rx = self.received.lock().await;
+        tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a delivery in time")
+            .unwrap()
+    }
+
+    /// Subscribes the hook and confirms it the way a subscriber does.
+    async fn subscribe(&self, sns: &aws_sdk_sns::Client, topic: &str, attrs: &[(&str, &str)]) -> String {
+        let mut req =
+            sns.subscribe().topic_arn(topic).protocol("http").endpoint(format!("{}/hook", self.backend.url));
+        for (k, v) in attrs {
+            req = req.attributes(*k, *v);
+        }
+        req.send().await.unwrap();
+        let (_, body) = self.next().await;
+        let env: Value = serde_json::from_str(&body).unwrap();
+        let token = env["Token"].as_str().unwrap();
+        sns.confirm_subscription()
+            .topic_arn(topic)
+            .token(token)
+            .send()
+            .await
+            .unwrap()
+            .subscription_arn
+            .unwrap()
+    }
+}
+
+const FAST_RETRIES: &str =
+    r#"{"healthyRetryPolicy": {"numRetries": 2, "minDelayTarget": 1, "maxDelayTarget": 1}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_deliveries_carry_the_envelope_or_the_raw_body() {
+    let gw = start_queues("").await;
+    let sns = sns(&gw);
+    let topic = sns.create_topic().name("web").send().await.unwrap().topic_arn.unwrap();
+    let (enveloped, raw) = (Hook::start(&[]).await, Hook::start(&[]).await);
+    let sub = enveloped.subscribe(&sns, &topic, &[]).await;
+    raw.subscribe(&sns, &topic, &[("RawMessageDelivery", "true")]).await;
+    let id = sns
+        .publish()
+        .topic_arn(&topic)
+        .message("hello hooks")
+        .subject("Greeting")
+        .message_attributes("k", string_attr("v"))
+        .send()
+        .await
+        .unwrap()
+        .message_id
+        .unwrap();
+    let (headers, body) = enveloped.next().await;
+    assert_eq!(headers["x-amz-sns-message-type"], "Notification");
+    assert_eq!(headers["x-amz-sns-message-id"], id);
+    assert_eq!(headers["x-amz-sns-topic-arn"], topic);
+    assert_eq!(headers["x-amz-sns-subscription-arn"], sub);
+    assert!(headers["content-type"].starts_with("text/plain"));
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((env["Message"].as_str(), env["Subject"].as_str()), (Some("hello hooks"), Some("Greeting")));
+    assert_eq!(env["MessageAttributes"]["k"]["Value"], "v");
+    verify_signature(&env).await;
+    let (headers, body) = raw.next().await;
+    assert_eq!(headers["x-amz-sns-rawdelivery"], "true");
+    assert_eq!(body, "hello hooks");
+
+    // The UnsubscribeURL works, unsigned, as in SNS.
+    let r = client().get(env["UnsubscribeURL"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let left =
+        sns.list_subscriptions_by_topic().topic_arn(&topic).send().await.unwrap().subscriptions.unwrap();
+    assert_eq!(left.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_retried_with_backoff_and_4xx_is_not() {
+    let gw = start_queues("").await;
+    let (sns, sqs) = (sns(&gw), sqs(&gw));
+    let topic = sns.create_topic().name("retry").send().await.unwrap().topic_arn.unwrap();
+    let dlq_url = create_queue(&sqs, "hook-dlq", &[]).await;
+    let redrive = format!(r#"{{"deadLetterTargetArn": "{}"}}"#, queue_arn("hook-dlq"));
+    // Fails twice with 500 and 429, then takes it: three attempts.
+    let flaky = Hook::start(&[500, 429]).await;
+    flaky.subscribe(&sns, &topic, &[("DeliveryPolicy", FAST_RETRIES)]).await;
+    // Refuses with 400: one attempt, then the dead-letter queue.
+    let refusing = Hook::start(&[400]).await;
+    refusing.subscribe(&sns, &topic, &[("DeliveryPolicy", FAST_RETRIES), ("RedrivePolicy", &redrive)]).await;
+    // Always down: 1 + 2 attempts, then the dead-letter queue.
+    let down = Hook::start(&[503, 503, 503]).await;
+    down.subscribe(&sns, &topic, &[("DeliveryPolicy", FAST_RETRIES), ("RedrivePolicy", &redrive)]).await;
+
+    let started = std::time::Instant::now();
+    sns.publish().topic_arn(&topic).message("m1").send().await.unwrap();
+    for _ in 0..3 {
+        let (_, body) = flaky.next().await;
+        assert!(body.contains("m1"));
+    }
+    // The retries waited about a second each (1 s ± 10% jitter).
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1700), "{:?}", started.elapsed());
+    refusing.next().await;
+    for _ in 0..3 {
+        down.next().await;
+    }
+    let mut dead = Vec::new();
+    eventually("both given-up deliveries in the dead-letter queue", || {
+        let (sqs, url) = (sqs.clone(), dlq_url.clone());
+        async move {
+            sqs.get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
+                == "2"
+        }
+    })
+    .await;
+    dead.extend(receive_all(&sqs, &dlq_url).await);
+    let mut codes: Vec<String> = dead
+        .iter()
+        .map(|m| m.message_attributes().unwrap()["ErrorCode"].string_value().unwrap().to_owned())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["HTTP 400", "HTTP 503"]);
+    assert!(dead
+        .iter()
+        .all(|m| serde_json::from_str::<Value>(m.body().unwrap()).unwrap()["Message"] == "m1"));
+    // Nothing more arrives: the refusing hook got exactly one attempt.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(refusing.backend.hits(), 2, "the confirmation and one attempt");
+    assert_eq!(flaky.script.lock().unwrap().len(), 0);
+    let text = client()
+        .get(format!("http://{}/metrics", gw.gh().admin_addr.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&text, "gatehouse_topic_deliveries_total{outcome=\"dead_lettered\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "gatehouse_topic_deliveries_total{outcome=\"delivered\"}"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_deliveries_survive_a_restart() {
+    let mut gw = start_queues("").await;
+    let sns_client = sns(&gw);
+    let topic = sns_client.create_topic().name("durable").send().await.unwrap().topic_arn.unwrap();
+    // Down for the first attempt; the retry waits 3 s.
+    let hook = Hook::start(&[503]).await;
+    let slow = r#"{"healthyRetryPolicy": {"numRetries": 3, "minDelayTarget": 3, "maxDelayTarget": 3}}"#;
+    hook.subscribe(&sns_client, &topic, &[("DeliveryPolicy", slow)]).await;
+    sns_client.publish().topic_arn(&topic).message("keep me").send().await.unwrap();
+    hook.next().await;
+    // Stop while the retry waits, start again on the same store.
+    let dir = gw.dir.path().to_owned();
+    gw.gh.take().unwrap().shutdown().await;
+    let config = gatehouse::config::Config::load(&dir.join("routes.yaml")).unwrap();
+    gw.gh = Some(gatehouse::app::start(config).await.unwrap());
+    let (_, body) = hook.next().await;
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["Message"], "keep me");
+}

@@ -279,6 +279,55 @@ impl Collector for UpstreamCollector {
     }
 }
 
+/// Exposes topic activity at scrape time: messages published per topic,
+/// and HTTP(S) delivery outcomes.
+pub struct TopicCollector {
+    topics: Arc<crate::notify::Notifier<SqliteStorage>>,
+}
+
+impl TopicCollector {
+    pub fn new(topics: Arc<crate::notify::Notifier<SqliteStorage>>) -> Self {
+        Self { topics }
+    }
+}
+
+impl fmt::Debug for TopicCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicCollector").finish()
+    }
+}
+
+impl Collector for TopicCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_topic_messages_published",
+            "Messages published to the topic (duplicates on FIFO topics excluded)",
+            None,
+            MetricType::Counter,
+        )?;
+        for t in self.topics.topics() {
+            let n = t.published.load(Ordering::Relaxed);
+            ConstCounter::new(n).encode(e.encode_family(&[("topic", t.name().to_owned())])?)?;
+        }
+        let d = self.topics.delivery_stats();
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_topic_deliveries",
+            "HTTP(S) delivery attempts by outcome: delivered (2xx), retried, dead_lettered or dropped (given up)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [
+            ("delivered", &d.delivered),
+            ("retried", &d.retried),
+            ("dead_lettered", &d.dead_lettered),
+            ("dropped", &d.dropped),
+        ] {
+            ConstCounter::new(n.load(Ordering::Relaxed)).encode(e.encode_family(&[("outcome", outcome)])?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Exposes per-queue depth and activity at scrape time: visible, in-flight
 /// and delayed counts and the age of the oldest message (refreshed every few
 /// seconds and on `GetQueueAttributes`), counters of sent, received,

@@ -63,7 +63,7 @@ struct Envelope<'a> {
     subscribe_url: Option<&'a str>,
     timestamp: &'a str,
     signature_version: &'static str,
-    signature: String,
+    signature: &'a str,
     #[serde(rename = "SigningCertURL")]
     signing_cert_url: &'a str,
     #[serde(rename = "UnsubscribeURL", skip_serializing_if = "Option::is_none")]
@@ -113,6 +113,18 @@ impl Notice<'_> {
 
     /// The signed JSON document.
     pub fn to_json(&self, signer: &Signer, signing_cert_url: &str) -> String {
+        self.to_json_signed(&self.signature(signer), signing_cert_url)
+    }
+
+    /// The signature of this notice. It covers neither the unsubscribe
+    /// URL nor the attributes, so one signature serves every subscriber
+    /// of a message ([`to_json_signed`](Self::to_json_signed)).
+    pub fn signature(&self, signer: &Signer) -> String {
+        signer.sign(self.canonical_text().as_bytes())
+    }
+
+    /// The JSON document carrying `signature`.
+    pub fn to_json_signed(&self, signature: &str, signing_cert_url: &str) -> String {
         let message_attributes = self
             .attributes
             .iter()
@@ -136,7 +148,7 @@ impl Notice<'_> {
             subscribe_url: self.subscribe_url,
             timestamp: self.timestamp,
             signature_version: "2",
-            signature: signer.sign(self.canonical_text().as_bytes()),
+            signature,
             signing_cert_url,
             unsubscribe_url: self.unsubscribe_url,
             message_attributes,

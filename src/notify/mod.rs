@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod error;
 pub mod filter;
+mod outbox;
 pub mod signing;
 pub mod store;
 pub mod topic;
@@ -33,9 +34,10 @@ use sha2::{Digest, Sha256};
 
 use crate::queue::message::{self, Attributes};
 use crate::queue::storage::Storage;
-use crate::queue::{QueueEngine, QueueError, SendRequest};
+use crate::queue::{Queue, QueueEngine, QueueError, SendRequest};
 use envelope::{Kind, Notice};
 pub use error::NotifyError;
+pub use outbox::DeliveryStats;
 use signing::Signer;
 use store::{State, Store};
 use topic::{FifoState, Protocol, Subscription, SubscriptionRecord, Topic, TopicRecord};
@@ -148,28 +150,64 @@ pub struct Notifier<S: Storage> {
     signer: Signer,
     urls: Urls,
     deliver: Option<Arc<dyn Deliver>>,
+    /// Where HTTP(S) deliveries wait ([`outbox`]).
+    outbox: Arc<Queue>,
+    stats: DeliveryStats,
+    /// Tells the delivery workers to stop.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl<S: Storage> Notifier<S> {
-    /// Opens the topics kept in `dir` (with the queue store).
-    pub fn open(
+    /// Opens the topics kept in `dir` (with the queue store) and, given a
+    /// way to deliver, starts the HTTP(S) delivery workers.
+    pub async fn open(
         queues: Arc<QueueEngine<S>>,
         dir: &Path,
         urls: Urls,
         deliver: Option<Arc<dyn Deliver>>,
     ) -> Result<Arc<Self>, String> {
-        let (store, state) = Store::open(dir)?;
-        let signer = Signer::load_or_create(dir)?;
+        let dir = dir.to_owned();
+        let (store, state, signer) = tokio::task::spawn_blocking(move || {
+            let (store, state) = Store::open(&dir)?;
+            Ok::<_, String>((store, state, Signer::load_or_create(&dir)?))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let registry = build(&state, &Registry::default(), &queues).map_err(|e| e.to_string())?;
-        Ok(Arc::new(Notifier {
+        let settings = BTreeMap::from([
+            ("MessageRetentionPeriod".to_owned(), "1209600".to_owned()),
+            ("MaximumMessageSize".to_owned(), (1 << 20).to_string()),
+        ]);
+        let outbox = queues.internal_queue(outbox::QUEUE, &settings).await.map_err(|e| e.to_string())?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let notifier = Arc::new(Notifier {
             queues,
             snapshot: ArcSwap::from_pointee(registry),
             state: tokio::sync::Mutex::new(state),
             store,
             signer,
             urls,
-            deliver,
-        }))
+            deliver: deliver.clone(),
+            outbox: outbox.clone(),
+            stats: DeliveryStats::default(),
+            stop,
+        });
+        if let Some(deliver) = deliver {
+            for _ in 0..outbox::WORKERS {
+                tokio::spawn(outbox::run(notifier.clone(), outbox.clone(), deliver.clone(), stopped.clone()));
+            }
+        }
+        Ok(notifier)
+    }
+
+    /// Stops the delivery workers (what they hold stays in the outbox).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Counts of HTTP(S) delivery outcomes.
+    pub fn delivery_stats(&self) -> &DeliveryStats {
+        &self.stats
     }
 
     pub fn signer(&self) -> &Signer {
@@ -198,6 +236,11 @@ impl<S: Storage> Notifier<S> {
 
     pub fn topic_named(&self, name: &str) -> Result<Arc<Topic>, NotifyError> {
         self.snapshot.load().topics.get(name).cloned().ok_or_else(NotifyError::no_topic)
+    }
+
+    /// Every topic, in name order.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.snapshot.load().topics.values().cloned().collect()
     }
 
     /// Every topic's ARN, in name order.
@@ -539,21 +582,102 @@ impl<S: Storage> Notifier<S> {
         };
         let timestamp = envelope::iso_timestamp(now_ms());
         let body_json = OnceJson::new(&msg.body);
-        let sends = topic
+        let matching: Vec<&Arc<Subscription>> = topic
             .subscriptions
             .iter()
             .filter(|s| s.record.confirmed && matches(s, &msg, &body_json))
-            .filter(|s| s.record.protocol == Protocol::Sqs)
-            .map(|s| self.to_queue(topic, s, &msg, &published, &timestamp, dedup.as_deref()));
-        let results = futures_util::future::join_all(sends).await;
-        results.into_iter().collect::<Result<Vec<()>, NotifyError>>()?;
+            .collect();
+        let (to_queues, to_urls): (Vec<_>, Vec<_>) =
+            matching.into_iter().partition(|s| s.record.protocol == Protocol::Sqs);
+        let signature = if to_queues.iter().any(|s| !s.raw) {
+            self.notice(topic, &msg, "sqs", &published, &timestamp).signature(&self.signer)
+        } else {
+            String::new()
+        };
+        let sends = to_queues
+            .iter()
+            .map(|s| self.to_queue(topic, s, &msg, &published, &timestamp, &signature, dedup.as_deref()));
+        let urls = self.to_outbox(topic, &to_urls, &msg, &published, &timestamp);
+        let (queued, outboxed) =
+            futures_util::future::join(futures_util::future::join_all(sends), urls).await;
+        queued.into_iter().collect::<Result<Vec<()>, NotifyError>>()?;
+        outboxed?;
         if let Some(id) = dedup {
             topic.fifo_state.remember(id, published.clone());
         }
+        topic.published.fetch_add(1, Ordering::Relaxed);
         Ok(published)
     }
 
-    /// Delivers one message to a queue subscription.
+    /// The notification of `msg` as `protocol`'s subscribers get it.
+    fn notice<'a>(
+        &self,
+        topic: &'a Topic,
+        msg: &'a Message,
+        protocol: &str,
+        published: &'a Published,
+        timestamp: &'a str,
+    ) -> Notice<'a> {
+        Notice {
+            kind: Kind::Notification,
+            message_id: &published.message_id,
+            topic_arn: &topic.arn,
+            subject: msg.subject.as_deref(),
+            message: body_for(msg, protocol),
+            timestamp,
+            token: None,
+            subscribe_url: None,
+            unsubscribe_url: None,
+            attributes: &msg.attributes,
+            sequence_number: published.sequence_number.as_deref(),
+        }
+    }
+
+    /// Records the message for its HTTP(S) subscribers, durably.
+    async fn to_outbox(
+        &self,
+        topic: &Topic,
+        subs: &[&Arc<Subscription>],
+        msg: &Message,
+        published: &Published,
+        timestamp: &str,
+    ) -> Result<(), NotifyError> {
+        if subs.is_empty() {
+            return Ok(());
+        }
+        let per_protocol = msg
+            .per_protocol
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() == "http" || k.as_str() == "https")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let pending = outbox::Pending {
+            topic: topic.arn.clone(),
+            id: published.message_id.clone(),
+            subject: msg.subject.clone(),
+            message: body_for(msg, "default").to_owned(),
+            per_protocol,
+            timestamp: timestamp.to_owned(),
+            attributes: msg.attributes.clone(),
+            sequence: published.sequence_number.clone(),
+            subscriptions: subs.iter().map(|s| s.arn().to_owned()).collect(),
+            attempts: 0,
+            not_before_ms: None,
+        };
+        let body = serde_json::to_string(&pending).map_err(|e| NotifyError::Internal(e.to_string()))?;
+        let mut sent =
+            self.queues.send(&self.outbox, vec![SendRequest { body, ..SendRequest::default() }]).await?;
+        match sent.pop() {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(NotifyError::Internal(e.to_string())),
+            None => Err(NotifyError::Internal("no result from the outbox".into())),
+        }
+    }
+
+    /// Delivers one message to a queue subscription; `signature` signs its
+    /// envelope (one for every queue subscriber of the message).
+    #[allow(clippy::too_many_arguments)]
     async fn to_queue(
         &self,
         topic: &Topic,
@@ -561,6 +685,7 @@ impl<S: Storage> Notifier<S> {
         msg: &Message,
         published: &Published,
         timestamp: &str,
+        signature: &str,
         dedup: Option<&str>,
     ) -> Result<(), NotifyError> {
         let name = sub.record.endpoint.rsplit(':').next().unwrap_or("");
@@ -568,24 +693,15 @@ impl<S: Storage> Notifier<S> {
             tracing::warn!(subscription = %sub.arn(), queue = %name, "a subscribed queue no longer exists; the message is dropped for it");
             return Ok(());
         };
-        let text = body_for(msg, "sqs");
         let (body, attributes) = if sub.raw {
-            (text.to_owned(), msg.attributes.clone())
+            (body_for(msg, "sqs").to_owned(), msg.attributes.clone())
         } else {
+            let unsubscribe = self.urls.unsubscribe(sub.arn());
             let notice = Notice {
-                kind: Kind::Notification,
-                message_id: &published.message_id,
-                topic_arn: &topic.arn,
-                subject: msg.subject.as_deref(),
-                message: text,
-                timestamp,
-                token: None,
-                subscribe_url: None,
-                unsubscribe_url: Some(&self.urls.unsubscribe(sub.arn())),
-                attributes: &msg.attributes,
-                sequence_number: published.sequence_number.as_deref(),
+                unsubscribe_url: Some(&unsubscribe),
+                ..self.notice(topic, msg, "sqs", published, timestamp)
             };
-            (notice.to_json(&self.signer, &self.urls.signing_cert()), Attributes::new())
+            (notice.to_json_signed(signature, &self.urls.signing_cert()), Attributes::new())
         };
         let fifo_queue = q.attributes().fifo;
         let request = SendRequest {
@@ -681,9 +797,14 @@ fn build<S: Storage>(
             .filter(|s| s.topic == record.name)
             .map(|s| Subscription::new(s.clone(), delivery).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let fifo_state = old.topics.get(&record.name).map_or_else(Default::default, |t| t.fifo_state.clone());
-        let topic =
-            Topic { record: record.clone(), arn: topic_arn(queues, &record.name), subscriptions, fifo_state };
+        let previous = old.topics.get(&record.name);
+        let topic = Topic {
+            record: record.clone(),
+            arn: topic_arn(queues, &record.name),
+            subscriptions,
+            fifo_state: previous.map_or_else(Default::default, |t| t.fifo_state.clone()),
+            published: previous.map_or_else(Default::default, |t| t.published.clone()),
+        };
         topics.insert(record.name.clone(), Arc::new(topic));
     }
     Ok(Registry { topics })

@@ -262,6 +262,8 @@ pub struct Topic {
     pub subscriptions: Vec<Arc<Subscription>>,
     /// Shared by every snapshot of the topic.
     pub fifo_state: Arc<FifoState>,
+    /// Messages published (shared by every snapshot).
+    pub published: Arc<AtomicU64>,
 }
 
 impl Topic {

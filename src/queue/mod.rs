@@ -34,6 +34,11 @@ use storage::{
     Storage, StorageError, VisibilityRefused,
 };
 
+/// Queues gatehouse keeps for itself (pending topic deliveries) carry this
+/// prefix in their names, which SQS names cannot, so no API call, route or
+/// subscription reaches them; they show in metrics like any queue.
+pub const INTERNAL_PREFIX: &str = "gatehouse:";
+
 /// Who the queues belong to, for URLs and ARNs.
 #[derive(Clone, Debug)]
 pub struct Account {
@@ -273,8 +278,35 @@ impl<S: Storage> QueueEngine<S> {
         self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(&q.id);
     }
 
-    /// The queue named `name`.
+    /// The queue named `name` (never an internal one).
     pub fn queue(&self, name: &str) -> Result<Arc<Queue>, QueueError> {
+        if name.starts_with(INTERNAL_PREFIX) {
+            return Err(QueueError::no_queue());
+        }
+        self.lookup(name)
+    }
+
+    /// The internal queue `name` (without its prefix), made with `settings`
+    /// if it does not exist yet.
+    pub async fn internal_queue(
+        &self,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Arc<Queue>, QueueError> {
+        let full = format!("{INTERNAL_PREFIX}{name}");
+        if let Ok(q) = self.lookup(&full) {
+            return Ok(q);
+        }
+        let mut attrs = QueueAttributes::defaults(false);
+        attrs.apply(settings, true, &self.account.arn_prefix())?;
+        match self.storage.create_queue(&full, attrs, BTreeMap::new(), now_ms()).await {
+            Ok(record) => Ok(self.remember(record)),
+            Err(StorageError::QueueExists(_)) => self.lookup(&full),
+            Err(e) => Err(storage_err(e)),
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Result<Arc<Queue>, QueueError> {
         self.queues
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -510,7 +542,7 @@ impl<S: Storage> QueueEngine<S> {
         self.all()
             .into_iter()
             .map(|q| q.name.clone())
-            .filter(|n| prefix.is_none_or(|p| n.starts_with(p)))
+            .filter(|n| !n.starts_with(INTERNAL_PREFIX) && prefix.is_none_or(|p| n.starts_with(p)))
             .collect()
     }
 

@@ -1,0 +1,340 @@
+//! HTTP(S) deliveries, durable: a publish with HTTP(S) subscribers puts
+//! one [`Pending`] record into an internal queue before it is
+//! acknowledged, and delivery workers take records from there. A record is
+//! deleted only once each of its subscribers has answered 2xx, given up
+//! (4xx other than 429: not retried), or had its failed delivery recorded
+//! for a later attempt (a new record, delayed by the subscription's retry
+//! policy) or handed to its dead-letter queue. A crash at any point
+//! delivers again rather than losing: at least once, as SNS.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{Kind, Notice};
+use super::topic::{Protocol, Subscription, Topic};
+use super::{now_ms, Deliver, Notifier, NotifyError};
+use crate::queue::message::{AttributeValue, Attributes};
+use crate::queue::storage::Storage;
+use crate::queue::{Queue, ReceiveRequest, ReceivedMessage, SendRequest};
+
+/// The internal queue's name (after `queue::INTERNAL_PREFIX`).
+pub(super) const QUEUE: &str = "sns-deliveries";
+/// How long a taken record stays hidden: longer than a delivery's deadline.
+const VISIBILITY_SECS: u32 = 60;
+/// The longest delay a queue message takes; longer retry delays wait in
+/// steps ([`Pending::not_before_ms`]).
+const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
+/// Delivery workers (each takes up to ten records at a time and delivers
+/// to all of a record's subscribers at once).
+pub(super) const WORKERS: usize = 4;
+
+/// One message still owed to some HTTP(S) subscribers of a topic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Pending {
+    pub topic: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub message: String,
+    /// `MessageStructure=json`'s `http` and `https` bodies.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_protocol: BTreeMap<String, String>,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: Attributes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
+    /// Subscription ARNs still to deliver to.
+    pub subscriptions: Vec<String>,
+    /// Attempts made so far for these subscriptions.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not to be tried before this time (retry delays over 15 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+}
+
+impl Pending {
+    fn body_for(&self, protocol: Protocol) -> &str {
+        self.per_protocol.get(protocol.as_str()).map_or(self.message.as_str(), String::as_str)
+    }
+}
+
+/// Counts of delivery outcomes, for metrics.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Answered 2xx.
+    pub delivered: AtomicU64,
+    /// Failed and scheduled again.
+    pub retried: AtomicU64,
+    /// Given up on and sent to the subscription's dead-letter queue.
+    pub dead_lettered: AtomicU64,
+    /// Given up on without a dead-letter queue.
+    pub dropped: AtomicU64,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Delivered,
+    /// Not to be retried (a 4xx other than 429).
+    Refused(String),
+    Failed(String),
+}
+
+/// Takes records from the outbox and delivers them until `stop` changes.
+pub(super) async fn run<S: Storage>(
+    n: Arc<Notifier<S>>,
+    outbox: Arc<Queue>,
+    deliver: Arc<dyn Deliver>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let take = ReceiveRequest {
+        max: Some(10),
+        visibility_timeout: Some(VISIBILITY_SECS),
+        wait_seconds: Some(20),
+        ..ReceiveRequest::default()
+    };
+    loop {
+        let got = tokio::select! {
+            _ = stop.changed() => return,
+            got = n.queues.receive(&outbox, &take) => got,
+        };
+        match got {
+            Ok(records) => {
+                let work = records.into_iter().map(|r| handle(&n, &outbox, &*deliver, r));
+                futures_util::future::join_all(work).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take pending deliveries; trying again");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Delivers one record to its subscribers, then deletes it.
+async fn handle<S: Storage>(
+    n: &Notifier<S>,
+    outbox: &Arc<Queue>,
+    deliver: &dyn Deliver,
+    record: ReceivedMessage,
+) {
+    let done = match serde_json::from_str::<Pending>(&record.body) {
+        Ok(p) => attempt(n, outbox, deliver, p).await,
+        Err(e) => {
+            tracing::error!(error = %e, "an unreadable pending delivery is dropped");
+            Ok(())
+        }
+    };
+    match done {
+        Ok(()) => {
+            if let Err(e) = n.queues.delete(outbox, &[record.receipt_handle]).await {
+                tracing::warn!(error = %e, "a finished delivery could not be cleared; it may be delivered again");
+            }
+        }
+        // Left in the outbox: it becomes visible again and is retried.
+        Err(e) => tracing::warn!(error = %e, "a delivery's outcome could not be recorded; it will run again"),
+    }
+}
+
+/// One attempt at every subscriber of `p`; what failed is scheduled again
+/// or given up on. `Err`: the outcome could not be recorded.
+async fn attempt<S: Storage>(
+    n: &Notifier<S>,
+    outbox: &Arc<Queue>,
+    deliver: &dyn Deliver,
+    p: Pending,
+) -> Result<(), NotifyError> {
+    if let Some(at) = p.not_before_ms.filter(|at| *at > now_ms()) {
+        return schedule(n, outbox, Pending { not_before_ms: Some(at), ..p }, at - now_ms()).await;
+    }
+    let Ok(topic) = n.topic(&p.topic) else { return Ok(()) };
+    let subs: Vec<Arc<Subscription>> = p
+        .subscriptions
+        .iter()
+        .filter_map(|arn| topic.subscriptions.iter().find(|s| s.arn() == arn && s.record.confirmed).cloned())
+        .collect();
+    let signature = notice(&topic, &p, None, Protocol::Http).signature(n.signer());
+    let sends = subs.iter().map(|s| send(n, &topic, s, &p, &signature, deliver));
+    let outcomes = futures_util::future::join_all(sends).await;
+    // Failed subscribers, by the delay before their next attempt.
+    let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for (sub, outcome) in subs.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Delivered => {
+                n.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Refused(why) => give_up(n, &topic, sub, &p, &signature, &why).await?,
+            Outcome::Failed(why) => match sub.delivery.jittered_delay(p.attempts + 1) {
+                Some(delay) => {
+                    tracing::debug!(subscription = %sub.arn(), error = %why, "delivery failed; retrying");
+                    n.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    again.entry(delay.as_millis() as u64).or_default().push(sub.arn().to_owned());
+                }
+                None => give_up(n, &topic, sub, &p, &signature, &why).await?,
+            },
+        }
+    }
+    for (delay_ms, subscriptions) in again {
+        let next = Pending { subscriptions, attempts: p.attempts + 1, not_before_ms: None, ..p.clone() };
+        schedule(n, outbox, next, delay_ms as i64).await?;
+    }
+    Ok(())
+}
+
+/// Puts `p` back in the outbox, to be taken in `delay_ms`.
+async fn schedule<S: Storage>(
+    n: &Notifier<S>,
+    outbox: &Arc<Queue>,
+    mut p: Pending,
+    delay_ms: i64,
+) -> Result<(), NotifyError> {
+    let delay = Duration::from_millis(delay_ms.max(0) as u64);
+    if delay > MAX_QUEUE_DELAY {
+        p.not_before_ms = Some(now_ms() + delay_ms);
+    }
+    // Queue delays are whole seconds: the nearest (retry delays are at least
+    // one second, so jitter still spreads longer ones).
+    let delay_seconds = ((delay.min(MAX_QUEUE_DELAY).as_millis() + 500) / 1000) as u32;
+    let body = serde_json::to_string(&p).map_err(|e| NotifyError::Internal(e.to_string()))?;
+    let request = SendRequest { body, delay_seconds: Some(delay_seconds), ..SendRequest::default() };
+    let mut sent = n.queues.send(outbox, vec![request]).await?;
+    match sent.pop() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(NotifyError::Internal("no result from the outbox".into())),
+    }
+}
+
+/// The notice of `p` for one subscriber (`None`: the signed parts only).
+fn notice<'a>(
+    topic: &'a Topic,
+    p: &'a Pending,
+    unsubscribe: Option<&'a str>,
+    protocol: Protocol,
+) -> Notice<'a> {
+    Notice {
+        kind: Kind::Notification,
+        message_id: &p.id,
+        topic_arn: &topic.arn,
+        subject: p.subject.as_deref(),
+        message: p.body_for(protocol),
+        timestamp: &p.timestamp,
+        token: None,
+        subscribe_url: None,
+        unsubscribe_url: unsubscribe,
+        attributes: &p.attributes,
+        sequence_number: p.sequence.as_deref(),
+    }
+}
+
+/// What a subscriber is sent: the raw message, or the signed envelope.
+fn payload<S: Storage>(
+    n: &Notifier<S>,
+    topic: &Topic,
+    sub: &Subscription,
+    p: &Pending,
+    signature: &str,
+) -> String {
+    let protocol = sub.record.protocol;
+    if sub.raw {
+        return p.body_for(protocol).to_owned();
+    }
+    let unsubscribe = n.urls.unsubscribe(sub.arn());
+    let n_sig = if protocol == Protocol::Http || p.per_protocol.is_empty() {
+        signature.to_owned()
+    } else {
+        // An `https` body of its own is a different signed text.
+        notice(topic, p, None, protocol).signature(n.signer())
+    };
+    notice(topic, p, Some(&unsubscribe), protocol).to_json_signed(&n_sig, &n.urls.signing_cert())
+}
+
+async fn send<S: Storage>(
+    n: &Notifier<S>,
+    topic: &Topic,
+    sub: &Subscription,
+    p: &Pending,
+    signature: &str,
+    deliver: &dyn Deliver,
+) -> Outcome {
+    let mut headers = vec![
+        ("x-amz-sns-message-type", Kind::Notification.as_str().to_owned()),
+        ("x-amz-sns-message-id", p.id.clone()),
+        ("x-amz-sns-topic-arn", topic.arn.clone()),
+        ("x-amz-sns-subscription-arn", sub.arn().to_owned()),
+        ("content-type", "text/plain; charset=UTF-8".to_owned()),
+    ];
+    if sub.raw {
+        headers.push(("x-amz-sns-rawdelivery", "true".to_owned()));
+    }
+    let body = payload(n, topic, sub, p, signature);
+    match deliver.post(&sub.record.endpoint, headers, body).await {
+        Ok(status) if (200..300).contains(&status) => Outcome::Delivered,
+        Ok(status) if (400..500).contains(&status) && status != 429 => {
+            Outcome::Refused(format!("HTTP {status}"))
+        }
+        Ok(status) => Outcome::Failed(format!("HTTP {status}")),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// A delivery that will not be retried: to the subscription's dead-letter
+/// queue, or counted as dropped.
+async fn give_up<S: Storage>(
+    n: &Notifier<S>,
+    topic: &Topic,
+    sub: &Subscription,
+    p: &Pending,
+    signature: &str,
+    why: &str,
+) -> Result<(), NotifyError> {
+    let dlq = sub.dead_letter_arn().and_then(|arn| {
+        let name = arn.strip_prefix(&n.queues.account().arn_prefix())?.to_owned();
+        n.queues.queue(&name).ok()
+    });
+    let Some(dlq) = dlq else {
+        n.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(subscription = %sub.arn(), error = %why, attempts = p.attempts + 1, "delivery given up; no dead-letter queue, the message is dropped for this subscriber");
+        return Ok(());
+    };
+    let text = |v: &str| AttributeValue {
+        data_type: "String".into(),
+        string_value: Some(v.to_owned()),
+        binary_value: None,
+    };
+    let attributes: Attributes = [
+        ("ErrorCode".to_owned(), text(why)),
+        ("TopicArn".to_owned(), text(&topic.arn)),
+        ("SubscriptionArn".to_owned(), text(sub.arn())),
+    ]
+    .into();
+    let request = SendRequest {
+        body: payload(n, topic, sub, p, signature),
+        attributes,
+        sender: Some(topic.arn.clone()),
+        group_id: dlq.attributes().fifo.then(|| p.id.clone()),
+        dedup_id: dlq
+            .attributes()
+            .fifo
+            .then(|| format!("{}-{}", p.id, sub.arn().rsplit(':').next().unwrap_or(""))),
+        ..SendRequest::default()
+    };
+    let mut sent = n.queues.send(&dlq, vec![request]).await?;
+    match sent.pop() {
+        Some(Ok(_)) => {
+            n.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(subscription = %sub.arn(), error = %why, queue = %dlq.name, "delivery given up; sent to the dead-letter queue");
+            Ok(())
+        }
+        Some(Err(e)) => Err(e.into()),
+        None => Err(NotifyError::Internal("no result from the dead-letter queue".into())),
+    }
+}
