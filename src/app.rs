@@ -36,8 +36,8 @@ use crate::aws::{AwsService, Credentials};
 use crate::body::ClientBody;
 use crate::config::waf as waf_config;
 use crate::config::{
-    Config, ConfigError, ConnectionBalance, Endpoint, EscapedSlashes, KeyPath, Problem, RouteTarget,
-    RouteWaf, SubscriptionConfig,
+    AlarmMetric, Config, ConfigError, ConnectionBalance, Endpoint, EscapedSlashes, KeyPath, Problem,
+    RouteTarget, RouteWaf, SubscriptionConfig,
 };
 use crate::dispatch::deliver::HttpDeliverer;
 use crate::dispatch::stack::{BucketStores, StackParts};
@@ -47,6 +47,7 @@ use crate::middleware::auth::cache::CacheMetrics;
 use crate::middleware::auth::provider::{self, Provider};
 use crate::middleware::metrics::{HttpMetrics, ProviderLabel};
 use crate::middleware::waf::{Policy, RuleSet};
+use crate::notify::alarms::{AlarmSpec, Measure};
 use crate::notify::topic::Protocol;
 use crate::notify::{DeclaredSubscription, DeclaredTopic, Notifier, Urls};
 use crate::proxy::Upstream;
@@ -375,8 +376,8 @@ fn declared_subscription(config: &Config, s: &SubscriptionConfig) -> DeclaredSub
     DeclaredSubscription { protocol, endpoint, attributes, confirmed: s.confirmed }
 }
 
-/// Creates or updates the declared topics and subscriptions; problems
-/// name the topic's key.
+/// Creates or updates the declared topics and subscriptions, and sets the
+/// alarms; problems name the topic's key.
 async fn declare_topics(topics: &Topics, config: &Config) -> Result<(), ConfigError> {
     topics.declare(&declared_topics(config)).await.map_err(|e| {
         let key = config
@@ -386,7 +387,32 @@ async fn declare_topics(topics: &Topics, config: &Config) -> Result<(), ConfigEr
             .map(|t| t.key.clone())
             .unwrap_or_else(|| KeyPath::root().key("topics"));
         config.error(vec![Problem::at_key(key, format!("cannot apply the topics: {e}"))])
-    })
+    })?;
+    topics.set_alarms(declared_alarms(config)).await;
+    Ok(())
+}
+
+/// The alarms a config declares, as the topic engine watches them.
+pub fn declared_alarms(config: &Config) -> Vec<AlarmSpec> {
+    config
+        .alarms
+        .iter()
+        .map(|(name, a)| AlarmSpec {
+            name: name.clone(),
+            queue: a.queue.clone(),
+            measure: match a.metric {
+                AlarmMetric::Visible => Measure::Visible,
+                AlarmMetric::InFlight => Measure::InFlight,
+                AlarmMetric::Delayed => Measure::Delayed,
+                AlarmMetric::OldestAge => Measure::OldestAge,
+                AlarmMetric::DeadLetter => Measure::DeadLetter,
+            },
+            above: a.above,
+            threshold: a.threshold,
+            hold: a.hold,
+            notify: a.notify.clone(),
+        })
+        .collect()
 }
 
 /// Opens the store, loads the queues and applies the declared ones.

@@ -691,3 +691,66 @@ async fn pending_deliveries_survive_a_restart() {
     let env: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(env["Message"], "keep me");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_alarms_fire_and_recover_without_flapping() {
+    let gw = start_queues(
+        "queues: { orders: {}, alerts: {} }
+topics:
+  ops: { subscriptions: [ { queue: alerts, raw: true } ] }
+alarms:
+  orders-backlog: { queue: orders, metric: visible, above: 2, for: 1s, notify: [ops] }
+",
+    )
+    .await;
+    let sqs = sqs(&gw);
+    let url = |q: &str| format!("http://{}/000000000000/{q}", gw.gh().aws_addr.unwrap());
+    let wait_for_alert = || async {
+        let out = sqs.receive_message().queue_url(url("alerts")).wait_time_seconds(15).send().await.unwrap();
+        let m = out.messages.unwrap_or_default().pop().expect("an alarm notification");
+        sqs.delete_message()
+            .queue_url(url("alerts"))
+            .receipt_handle(m.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str::<Value>(m.body().unwrap()).unwrap()
+    };
+    for i in 0..3 {
+        sqs.send_message().queue_url(url("orders")).message_body(format!("o{i}")).send().await.unwrap();
+    }
+    let fired = wait_for_alert().await;
+    assert_eq!(fired["AlarmName"], "orders-backlog");
+    assert_eq!(
+        (fired["OldStateValue"].as_str(), fired["NewStateValue"].as_str()),
+        (Some("OK"), Some("ALARM"))
+    );
+    assert_eq!(
+        (fired["Queue"].as_str(), fired["Metric"].as_str(), fired["Value"].as_f64()),
+        (Some("orders"), Some("visible"), Some(3.0))
+    );
+    assert_eq!(fired["Trigger"]["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(fired["Trigger"]["Threshold"], 2.0);
+    let metrics = client()
+        .get(format!("http://{}/metrics", gw.gh().admin_addr.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, "gatehouse_alarm_state{alarm=\"orders-backlog\",queue=\"orders\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "gatehouse_queue_messages_visible{queue=\"orders\"}"), Some(3.0));
+
+    sqs.purge_queue().queue_url(url("orders")).send().await.unwrap();
+    let recovered = wait_for_alert().await;
+    assert_eq!(
+        (recovered["OldStateValue"].as_str(), recovered["NewStateValue"].as_str()),
+        (Some("ALARM"), Some("OK"))
+    );
+    assert_eq!(recovered["Value"], 0.0);
+}

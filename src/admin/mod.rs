@@ -324,6 +324,26 @@ impl Collector for TopicCollector {
         ] {
             ConstCounter::new(n.load(Ordering::Relaxed)).encode(e.encode_family(&[("outcome", outcome)])?)?;
         }
+        let alarms = self.topics.alarm_statuses();
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_alarm_state",
+            "1 while the alarm is in the ALARM state, 0 while OK",
+            None,
+            MetricType::Gauge,
+        )?;
+        for a in &alarms {
+            let labels = [("alarm", a.name.clone()), ("queue", a.queue.clone())];
+            ConstGauge::new(i64::from(a.firing)).encode(e.encode_family(&labels)?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "gatehouse_alarm_value",
+            "The value the alarm last observed",
+            None,
+            MetricType::Gauge,
+        )?;
+        for a in &alarms {
+            ConstGauge::new(a.value).encode(e.encode_family(&[("alarm", a.name.clone())])?)?;
+        }
         Ok(())
     }
 }

@@ -40,7 +40,7 @@ pub use problem::{ConfigError, KeyPath, Problem};
 pub use queues::{
     AwsConfig, AwsListener, DeadLetter, MessageMapping, QueueConfig, StorageConfig, SyncMode, ValueSource,
 };
-pub use topics::{Endpoint, SubscriptionConfig, TopicConfig};
+pub use topics::{AlarmConfig, AlarmMetric, Endpoint, SubscriptionConfig, TopicConfig};
 pub use waf::{RouteWaf, WafConfig, WafMode};
 
 /// Defaults, in one place.
@@ -103,6 +103,8 @@ pub struct Config {
     pub queues: BTreeMap<String, QueueConfig>,
     /// Topics created (or updated) at start, with their subscriptions.
     pub topics: BTreeMap<String, TopicConfig>,
+    /// Queue-depth alarms, by name.
+    pub alarms: BTreeMap<String, AlarmConfig>,
     /// Peers whose `X-Forwarded-For` is believed (for `client_ip` keys).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The default limits of every gateway route (empty: none).
@@ -493,13 +495,14 @@ const TOP_KEYS: &[&str] = &[
     "storage",
     "queues",
     "topics",
+    "alarms",
     "trusted_proxies",
     "throttle",
     "auth",
     "waf",
 ];
 /// Sections of DESIGN.md §3 that later work implements.
-const TOP_PENDING: &[&str] = &["alarms"];
+const TOP_PENDING: &[&str] = &[];
 
 fn decode_config(
     d: &mut Decoder<'_>,
@@ -522,6 +525,7 @@ fn decode_config(
         storage: queues::default_storage(base),
         queues: BTreeMap::new(),
         topics: BTreeMap::new(),
+        alarms: BTreeMap::new(),
         trusted_proxies: Vec::new(),
         throttle: Vec::new(),
         auth: Vec::new(),
@@ -553,6 +557,13 @@ fn decode_config(
         for (name, node) in d.entries(&n) {
             if let Some(topic) = topics::decode_topic(d, &name, &node) {
                 config.topics.insert(name, topic);
+            }
+        }
+    }
+    if let Some(n) = t.get("alarms") {
+        for (name, node) in d.entries(&n) {
+            if let Some(alarm) = topics::decode_alarm(d, &node) {
+                config.alarms.insert(name, alarm);
             }
         }
     }
@@ -1105,6 +1116,37 @@ fn validate_subscriptions(c: &Config, t: &TopicConfig) -> Vec<Problem> {
     problems
 }
 
+/// An alarm watches a declared queue and tells declared topics.
+fn validate_alarm(c: &Config, a: &AlarmConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    match c.queues.get(&a.queue) {
+        None => {
+            let mut msg = format!("unknown queue `{}`", a.queue);
+            if let Some(s) = problem::suggest(&a.queue, c.queues.keys().map(String::as_str)) {
+                msg.push_str(&format!(" (did you mean `{s}`?)"));
+            }
+            problems.push(Problem::at_value(a.key.key("queue"), msg));
+        }
+        Some(q) if a.metric == AlarmMetric::DeadLetter && q.dead_letter.is_none() => {
+            problems.push(Problem::at_value(
+                a.key.key("metric"),
+                format!("queue `{}` has no `dead_letter`, so nothing arrives in one", a.queue),
+            ))
+        }
+        Some(_) => {}
+    }
+    for (i, topic) in a.notify.iter().enumerate() {
+        if !c.topics.contains_key(topic) {
+            let mut msg = format!("unknown topic `{topic}`");
+            if let Some(s) = problem::suggest(topic, c.topics.keys().map(String::as_str)) {
+                msg.push_str(&format!(" (did you mean `{s}`?)"));
+            }
+            problems.push(Problem::at_value(a.key.key("notify").index(i), msg));
+        }
+    }
+    problems
+}
+
 /// Methods accepted in `methods:` without question; other tokens are
 /// accepted if they are valid HTTP method tokens.
 const KNOWN_METHODS: &[&str] =
@@ -1351,6 +1393,9 @@ fn validate(c: &Config) -> Vec<Problem> {
 
     for t in c.topics.values() {
         problems.extend(validate_subscriptions(c, t));
+    }
+    for a in c.alarms.values() {
+        problems.extend(validate_alarm(c, a));
     }
 
     let mut names: BTreeMap<&str, &RouteConfig> = BTreeMap::new();

@@ -150,9 +150,53 @@ fn identical_routes_are_rejected_but_disjoint_methods_are_fine() {
 }
 
 #[test]
-fn later_sections_are_refused_until_they_work() {
-    let lines = problems("alarms: {}\n");
-    assert!(lines[0].contains("1:1: alarms: `alarms` is not supported yet"), "{lines:?}");
+fn alarms_decode_and_name_what_they_watch() {
+    let c = parse(
+        "queues: { orders: { dead_letter: { queue: dlq, max_receives: 3 } }, dlq: {} }
+topics: { ops: {} }
+alarms:
+  backlog: { queue: orders, metric: visible, above: 1000, for: 2m, notify: [ops] }
+  stale: { queue: orders, metric: oldest_age, above: 5m }
+  drained: { queue: orders, metric: in_flight, below: 1 }
+  dead: { queue: orders, metric: dead_letter, above: 0 }
+",
+    )
+    .unwrap();
+    let a = &c.alarms["backlog"];
+    assert_eq!(
+        (a.metric, a.above, a.threshold, a.hold),
+        (AlarmMetric::Visible, true, 1000.0, Duration::from_secs(120))
+    );
+    assert_eq!(a.notify, ["ops"]);
+    assert_eq!(c.alarms["stale"].threshold, 300.0);
+    assert!(!c.alarms["drained"].above);
+    for (yaml, problem) in [
+        (
+            "alarms: { a: { queue: q, metric: depth, above: 1 } }\nqueues: { q: {} }\n",
+            "expected one of visible",
+        ),
+        (
+            "alarms: { a: { queue: q, metric: visible, above: 1, below: 2 } }\nqueues: { q: {} }\n",
+            "one threshold",
+        ),
+        ("alarms: { a: { queue: nope, metric: visible, above: 1 } }\n", "unknown queue `nope`"),
+        (
+            "alarms: { a: { queue: q, metric: visible, above: 1, notify: [x] } }\nqueues: { q: {} }\n",
+            "alarms.a.notify[0]: unknown topic `x`",
+        ),
+        (
+            "alarms: { a: { queue: q, metric: dead_letter, above: 0 } }\nqueues: { q: {} }\n",
+            "has no `dead_letter`",
+        ),
+        ("alarms: { a: { queue: q, metric: oldest_age, above: 5 } }\nqueues: { q: {} }\n", "has no unit"),
+        (
+            "alarms: { a: { queue: q, metric: visible, above: -1 } }\nqueues: { q: {} }\n",
+            "a number of messages",
+        ),
+    ] {
+        let lines = problems(yaml);
+        assert!(lines.iter().any(|l| l.contains(problem)), "{yaml}: {lines:?}");
+    }
 }
 
 #[test]

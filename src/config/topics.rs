@@ -149,3 +149,86 @@ fn decode_subscription(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<Subscript
         key: node.path.clone(),
     })
 }
+
+/// A queue measure an alarm watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmMetric {
+    Visible,
+    InFlight,
+    Delayed,
+    /// The oldest message's age, in seconds.
+    OldestAge,
+    /// Messages that arrived in the queue's dead-letter queue.
+    DeadLetter,
+}
+
+/// `alarms.NAME`: a condition on a queue measure, and who hears of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmConfig {
+    pub queue: String,
+    pub metric: AlarmMetric,
+    /// `true`: fires above the threshold; `false`: below.
+    pub above: bool,
+    /// Messages, or seconds for `oldest_age`.
+    pub threshold: f64,
+    /// How long the condition must hold before the state changes.
+    pub hold: std::time::Duration,
+    /// Topics told of each change.
+    pub notify: Vec<String>,
+    pub key: KeyPath,
+}
+
+pub(super) fn decode_alarm(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<AlarmConfig> {
+    let t = d.table(node, &["queue", "metric", "above", "below", "for", "notify"], &[])?;
+    let queue = t.require(d, "queue").and_then(|n| d.string(&n));
+    let metric = t.require(d, "metric").and_then(|n| {
+        let name = d.string(&n)?;
+        let m = match name.as_str() {
+            "visible" => AlarmMetric::Visible,
+            "in_flight" => AlarmMetric::InFlight,
+            "delayed" => AlarmMetric::Delayed,
+            "oldest_age" => AlarmMetric::OldestAge,
+            "dead_letter" => AlarmMetric::DeadLetter,
+            other => {
+                d.invalid(&n, format!("expected one of visible, in_flight, delayed, oldest_age, dead_letter; found `{other}`"));
+                return None;
+            }
+        };
+        Some(m)
+    });
+    let (above, threshold_node) = match (t.get("above"), t.get("below")) {
+        (Some(n), None) => (true, n),
+        (None, Some(n)) => (false, n),
+        _ => {
+            d.invalid(node, "an alarm has one threshold: `above: N` or `below: N`");
+            return None;
+        }
+    };
+    let threshold = match metric? {
+        AlarmMetric::OldestAge => d.duration(&threshold_node).map(|x| x.as_secs_f64()),
+        _ => match threshold_node.value.as_f64() {
+            Some(x) if x >= 0.0 => Some(x),
+            _ => {
+                d.invalid(&threshold_node, "expected a number of messages");
+                None
+            }
+        },
+    };
+    let hold = match t.get("for") {
+        Some(n) => d.duration(&n),
+        None => Some(std::time::Duration::ZERO),
+    };
+    let notify = match t.get("notify") {
+        Some(n) => d.list(&n).iter().filter_map(|x| d.string(x)).collect(),
+        None => Vec::new(),
+    };
+    Some(AlarmConfig {
+        queue: queue?,
+        metric: metric?,
+        above,
+        threshold: threshold?,
+        hold: hold?,
+        notify,
+        key: node.path.clone(),
+    })
+}

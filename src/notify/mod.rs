@@ -12,6 +12,7 @@
 //! snapshot that control-plane changes replace whole, so publishing takes
 //! no lock.
 
+pub mod alarms;
 pub mod delivery;
 pub mod envelope;
 pub mod error;
@@ -153,8 +154,11 @@ pub struct Notifier<S: Storage> {
     /// Where HTTP(S) deliveries wait ([`outbox`]).
     outbox: Arc<Queue>,
     stats: DeliveryStats,
-    /// Tells the delivery workers to stop.
+    /// Tells the delivery workers and the alarm evaluator to stop.
     stop: tokio::sync::watch::Sender<bool>,
+    alarms: tokio::sync::Mutex<Vec<alarms::Watch>>,
+    /// What the last evaluation found, for metrics.
+    alarm_statuses: std::sync::Mutex<Vec<alarms::AlarmStatus>>,
 }
 
 impl<S: Storage> Notifier<S> {
@@ -191,7 +195,10 @@ impl<S: Storage> Notifier<S> {
             outbox: outbox.clone(),
             stats: DeliveryStats::default(),
             stop,
+            alarms: tokio::sync::Mutex::new(Vec::new()),
+            alarm_statuses: std::sync::Mutex::new(Vec::new()),
         });
+        tokio::spawn(alarms::run(notifier.clone(), stopped.clone()));
         if let Some(deliver) = deliver {
             for _ in 0..outbox::WORKERS {
                 tokio::spawn(outbox::run(notifier.clone(), outbox.clone(), deliver.clone(), stopped.clone()));
@@ -203,6 +210,26 @@ impl<S: Storage> Notifier<S> {
     /// Stops the delivery workers (what they hold stays in the outbox).
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Replaces the alarms watched. An alarm whose definition did not
+    /// change keeps its state.
+    pub async fn set_alarms(&self, specs: Vec<alarms::AlarmSpec>) {
+        let mut watches = self.alarms.lock().await;
+        let mut old: Vec<alarms::Watch> = std::mem::take(&mut *watches);
+        for spec in specs {
+            match old.iter().position(|w| *w.spec() == spec) {
+                Some(i) => watches.push(old.swap_remove(i)),
+                None => watches.push(alarms::Watch::new(spec)),
+            }
+        }
+        let statuses = watches.iter().map(alarms::Watch::status).collect();
+        *self.alarm_statuses.lock().unwrap_or_else(|e| e.into_inner()) = statuses;
+    }
+
+    /// Each alarm's state as last evaluated.
+    pub fn alarm_statuses(&self) -> Vec<alarms::AlarmStatus> {
+        self.alarm_statuses.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Counts of HTTP(S) delivery outcomes.
