@@ -26,7 +26,7 @@ use crate::notify::Deliver;
 /// How long one delivery may take, from connecting to the answer's head.
 const DEADLINE: Duration = Duration::from_secs(15);
 /// Idle connections kept per endpoint.
-const IDLE_PER_ENDPOINT: usize = 16;
+const IDLE_PER_ENDPOINT: usize = 64;
 
 type Key = (bool, String, u16);
 

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod error;
 pub mod filter;
 mod outbox;
+mod publish;
 pub mod signing;
 pub mod store;
 pub mod topic;
@@ -26,16 +27,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 
 use crate::queue::message::{self, Attributes};
 use crate::queue::storage::Storage;
-use crate::queue::{Queue, QueueEngine, QueueError, SendRequest};
+use crate::queue::{Queue, QueueEngine};
 use envelope::{Kind, Notice};
 pub use error::NotifyError;
 pub use outbox::DeliveryStats;
@@ -591,168 +590,6 @@ impl<S: Storage> Notifier<S> {
         .await
     }
 
-    /// Publishes `msg` to `topic`. When this returns `Ok`, every matching
-    /// queue subscription holds the message durably.
-    pub async fn publish(&self, topic: &Topic, msg: Message) -> Result<Published, NotifyError> {
-        validate(topic, &msg)?;
-        let dedup = if topic.fifo() { Some(dedup_id(topic, &msg)?) } else { None };
-        if let Some(id) = &dedup {
-            if let Some(previous) = topic.fifo_state.recall(id) {
-                return Ok(previous);
-            }
-        }
-        let published = Published {
-            message_id: message::uuid_text(fastrand::u128(..)),
-            sequence_number: topic
-                .fifo()
-                .then(|| format!("{:020}", topic.fifo_state.sequence.fetch_add(1, Ordering::Relaxed) + 1)),
-        };
-        let timestamp = envelope::iso_timestamp(now_ms());
-        let body_json = OnceJson::new(&msg.body);
-        let matching: Vec<&Arc<Subscription>> = topic
-            .subscriptions
-            .iter()
-            .filter(|s| s.record.confirmed && matches(s, &msg, &body_json))
-            .collect();
-        let (to_queues, to_urls): (Vec<_>, Vec<_>) =
-            matching.into_iter().partition(|s| s.record.protocol == Protocol::Sqs);
-        let signature = if to_queues.iter().any(|s| !s.raw) {
-            self.notice(topic, &msg, "sqs", &published, &timestamp).signature(&self.signer)
-        } else {
-            String::new()
-        };
-        let sends = to_queues
-            .iter()
-            .map(|s| self.to_queue(topic, s, &msg, &published, &timestamp, &signature, dedup.as_deref()));
-        let urls = self.to_outbox(topic, &to_urls, &msg, &published, &timestamp);
-        let (queued, outboxed) =
-            futures_util::future::join(futures_util::future::join_all(sends), urls).await;
-        queued.into_iter().collect::<Result<Vec<()>, NotifyError>>()?;
-        outboxed?;
-        if let Some(id) = dedup {
-            topic.fifo_state.remember(id, published.clone());
-        }
-        topic.published.fetch_add(1, Ordering::Relaxed);
-        Ok(published)
-    }
-
-    /// The notification of `msg` as `protocol`'s subscribers get it.
-    fn notice<'a>(
-        &self,
-        topic: &'a Topic,
-        msg: &'a Message,
-        protocol: &str,
-        published: &'a Published,
-        timestamp: &'a str,
-    ) -> Notice<'a> {
-        Notice {
-            kind: Kind::Notification,
-            message_id: &published.message_id,
-            topic_arn: &topic.arn,
-            subject: msg.subject.as_deref(),
-            message: body_for(msg, protocol),
-            timestamp,
-            token: None,
-            subscribe_url: None,
-            unsubscribe_url: None,
-            attributes: &msg.attributes,
-            sequence_number: published.sequence_number.as_deref(),
-        }
-    }
-
-    /// Records the message for its HTTP(S) subscribers, durably.
-    async fn to_outbox(
-        &self,
-        topic: &Topic,
-        subs: &[&Arc<Subscription>],
-        msg: &Message,
-        published: &Published,
-        timestamp: &str,
-    ) -> Result<(), NotifyError> {
-        if subs.is_empty() {
-            return Ok(());
-        }
-        let per_protocol = msg
-            .per_protocol
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.as_str() == "http" || k.as_str() == "https")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let pending = outbox::Pending {
-            topic: topic.arn.clone(),
-            id: published.message_id.clone(),
-            subject: msg.subject.clone(),
-            message: body_for(msg, "default").to_owned(),
-            per_protocol,
-            timestamp: timestamp.to_owned(),
-            attributes: msg.attributes.clone(),
-            sequence: published.sequence_number.clone(),
-            subscriptions: subs.iter().map(|s| s.arn().to_owned()).collect(),
-            attempts: 0,
-            not_before_ms: None,
-        };
-        let body = serde_json::to_string(&pending).map_err(|e| NotifyError::Internal(e.to_string()))?;
-        let mut sent =
-            self.queues.send(&self.outbox, vec![SendRequest { body, ..SendRequest::default() }]).await?;
-        match sent.pop() {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(NotifyError::Internal(e.to_string())),
-            None => Err(NotifyError::Internal("no result from the outbox".into())),
-        }
-    }
-
-    /// Delivers one message to a queue subscription; `signature` signs its
-    /// envelope (one for every queue subscriber of the message).
-    #[allow(clippy::too_many_arguments)]
-    async fn to_queue(
-        &self,
-        topic: &Topic,
-        sub: &Subscription,
-        msg: &Message,
-        published: &Published,
-        timestamp: &str,
-        signature: &str,
-        dedup: Option<&str>,
-    ) -> Result<(), NotifyError> {
-        let name = sub.record.endpoint.rsplit(':').next().unwrap_or("");
-        let Ok(q) = self.queues.queue(name) else {
-            tracing::warn!(subscription = %sub.arn(), queue = %name, "a subscribed queue no longer exists; the message is dropped for it");
-            return Ok(());
-        };
-        let (body, attributes) = if sub.raw {
-            (body_for(msg, "sqs").to_owned(), msg.attributes.clone())
-        } else {
-            let unsubscribe = self.urls.unsubscribe(sub.arn());
-            let notice = Notice {
-                unsubscribe_url: Some(&unsubscribe),
-                ..self.notice(topic, msg, "sqs", published, timestamp)
-            };
-            (notice.to_json_signed(signature, &self.urls.signing_cert()), Attributes::new())
-        };
-        let fifo_queue = q.attributes().fifo;
-        let request = SendRequest {
-            body,
-            attributes,
-            group_id: if fifo_queue { msg.group_id.clone() } else { None },
-            dedup_id: if fifo_queue { dedup.map(str::to_owned) } else { None },
-            sender: Some(topic.arn.clone()),
-            ..SendRequest::default()
-        };
-        match self.queues.send(&q, vec![request]).await {
-            Ok(mut r) => match r.pop() {
-                Some(Ok(_)) => Ok(()),
-                Some(Err(QueueError::Internal(e))) => Err(NotifyError::Internal(e)),
-                Some(Err(e)) => {
-                    tracing::warn!(subscription = %sub.arn(), error = %e, "the subscribed queue refused the message");
-                    Ok(())
-                }
-                None => Err(NotifyError::Internal("no result from the queue".into())),
-            },
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Sends a pending HTTP(S) subscription its confirmation request.
     fn send_confirmation(&self, topic: &Topic, sub: &Subscription) {
         let (Some(deliver), Some(token)) = (self.deliver.clone(), sub.record.token.clone()) else { return };
@@ -835,100 +672,6 @@ fn build<S: Storage>(
         topics.insert(record.name.clone(), Arc::new(topic));
     }
     Ok(Registry { topics })
-}
-
-/// A message's checks before anything is delivered.
-fn validate(topic: &Topic, msg: &Message) -> Result<(), NotifyError> {
-    if msg.body.is_empty() {
-        return Err(NotifyError::invalid("Invalid parameter: Empty message"));
-    }
-    let attr_size =
-        message::validate_attributes(&msg.attributes).map_err(|e| NotifyError::invalid(e.to_string()))?;
-    if msg.body.len() + attr_size > MAX_MESSAGE_BYTES {
-        return Err(NotifyError::invalid("Invalid parameter: Message too long"));
-    }
-    if let Some(s) = &msg.subject {
-        let printable = s.chars().all(|c| c.is_ascii() && !c.is_ascii_control());
-        if s.is_empty() || s.len() > 100 || !printable {
-            return Err(NotifyError::invalid(
-                "Invalid parameter: Subject must be 1-100 printable ASCII characters, without line breaks",
-            ));
-        }
-    }
-    if !topic.fifo() && msg.dedup_id.is_some() {
-        return Err(NotifyError::invalid(
-            "Invalid parameter: The request includes MessageDeduplicationId parameter that is not valid for this topic type",
-        ));
-    }
-    if topic.fifo() {
-        let group = msg.group_id.as_deref().ok_or_else(|| {
-            NotifyError::invalid(
-                "Invalid parameter: The MessageGroupId parameter is required for FIFO topics",
-            )
-        })?;
-        check_token("MessageGroupId", group)?;
-    }
-    Ok(())
-}
-
-fn check_token(name: &str, value: &str) -> Result<(), NotifyError> {
-    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
-    if !ok {
-        return Err(NotifyError::InvalidFifo(format!(
-            "Invalid parameter: {name} must be 1-128 printable ASCII characters"
-        )));
-    }
-    Ok(())
-}
-
-/// A FIFO publish's deduplication id: given, or the body's SHA-256 when
-/// the topic deduplicates by content.
-fn dedup_id(topic: &Topic, msg: &Message) -> Result<String, NotifyError> {
-    match &msg.dedup_id {
-        Some(id) => {
-            check_token("MessageDeduplicationId", id)?;
-            Ok(id.clone())
-        }
-        None if topic.record.content_based_deduplication() => Ok(message::hex(&Sha256::digest(msg.body.as_bytes()))),
-        None => Err(NotifyError::InvalidFifo(
-            "Invalid parameter: The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly".into(),
-        )),
-    }
-}
-
-/// The body a protocol receives (`MessageStructure=json` picks it).
-fn body_for<'m>(msg: &'m Message, protocol: &str) -> &'m str {
-    match &msg.per_protocol {
-        Some(map) => {
-            map.get(protocol).or_else(|| map.get("default")).map_or(msg.body.as_str(), String::as_str)
-        }
-        None => &msg.body,
-    }
-}
-
-/// A message body parsed as JSON at most once, when a body-scoped filter
-/// policy first needs it.
-struct OnceJson<'a> {
-    text: &'a str,
-    parsed: std::sync::OnceLock<serde_json::Value>,
-}
-
-impl<'a> OnceJson<'a> {
-    fn new(text: &'a str) -> Self {
-        OnceJson { text, parsed: std::sync::OnceLock::new() }
-    }
-
-    fn get(&self) -> &serde_json::Value {
-        self.parsed.get_or_init(|| serde_json::from_str(self.text).unwrap_or(serde_json::Value::Null))
-    }
-}
-
-fn matches(sub: &Subscription, msg: &Message, body: &OnceJson<'_>) -> bool {
-    match (&sub.filter, sub.scope) {
-        (None, _) => true,
-        (Some(p), filter::Scope::MessageAttributes) => p.matches_attributes(&msg.attributes),
-        (Some(p), filter::Scope::MessageBody) => p.matches_body(body.get()),
-    }
 }
 
 impl FifoState {

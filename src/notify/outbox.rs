@@ -30,7 +30,7 @@ const VISIBILITY_SECS: u32 = 60;
 const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 /// Delivery workers (each takes up to ten records at a time and delivers
 /// to all of a record's subscribers at once).
-pub(super) const WORKERS: usize = 4;
+pub(super) const WORKERS: usize = 16;
 
 /// One message still owed to some HTTP(S) subscribers of a topic.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -161,8 +161,8 @@ async fn attempt<S: Storage>(
         .iter()
         .filter_map(|arn| topic.subscriptions.iter().find(|s| s.arn() == arn && s.record.confirmed).cloned())
         .collect();
-    let signature = notice(&topic, &p, None, Protocol::Http).signature(n.signer());
-    let sends = subs.iter().map(|s| send(n, &topic, s, &p, &signature, deliver));
+    let payloads = Payloads::new(n, &topic, &p);
+    let sends = subs.iter().map(|s| send(s, &topic, &p, &payloads, deliver));
     let outcomes = futures_util::future::join_all(sends).await;
     // Failed subscribers, by the delay before their next attempt.
     let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
@@ -171,14 +171,14 @@ async fn attempt<S: Storage>(
             Outcome::Delivered => {
                 n.stats.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Outcome::Refused(why) => give_up(n, &topic, sub, &p, &signature, &why).await?,
+            Outcome::Refused(why) => give_up(n, &topic, sub, &payloads, &why).await?,
             Outcome::Failed(why) => match sub.delivery.jittered_delay(p.attempts + 1) {
                 Some(delay) => {
                     tracing::debug!(subscription = %sub.arn(), error = %why, "delivery failed; retrying");
                     n.stats.retried.fetch_add(1, Ordering::Relaxed);
                     again.entry(delay.as_millis() as u64).or_default().push(sub.arn().to_owned());
                 }
-                None => give_up(n, &topic, sub, &p, &signature, &why).await?,
+                None => give_up(n, &topic, sub, &payloads, &why).await?,
             },
         }
     }
@@ -235,34 +235,55 @@ fn notice<'a>(
     }
 }
 
-/// What a subscriber is sent: the raw message, or the signed envelope.
-fn payload<S: Storage>(
-    n: &Notifier<S>,
-    topic: &Topic,
-    sub: &Subscription,
-    p: &Pending,
-    signature: &str,
-) -> String {
-    let protocol = sub.record.protocol;
-    if sub.raw {
-        return p.body_for(protocol).to_owned();
+/// What a record's subscribers are sent: the raw message, or the signed
+/// envelope. The envelope is signed and written once per protocol; each
+/// subscriber's copy differs only in its `UnsubscribeURL`, spliced in.
+struct Payloads<'a, S: Storage> {
+    n: &'a Notifier<S>,
+    topic: &'a Topic,
+    p: &'a Pending,
+    /// Per protocol, the envelope's text around its unsubscribe URL.
+    http: std::sync::OnceLock<(String, String)>,
+    https: std::sync::OnceLock<(String, String)>,
+}
+
+impl<'a, S: Storage> Payloads<'a, S> {
+    fn new(n: &'a Notifier<S>, topic: &'a Topic, p: &'a Pending) -> Self {
+        Payloads { n, topic, p, http: Default::default(), https: Default::default() }
     }
-    let unsubscribe = n.urls.unsubscribe(sub.arn());
-    let n_sig = if protocol == Protocol::Http || p.per_protocol.is_empty() {
-        signature.to_owned()
-    } else {
-        // An `https` body of its own is a different signed text.
-        notice(topic, p, None, protocol).signature(n.signer())
-    };
-    notice(topic, p, Some(&unsubscribe), protocol).to_json_signed(&n_sig, &n.urls.signing_cert())
+
+    fn for_subscriber(&self, sub: &Subscription) -> String {
+        let protocol = sub.record.protocol;
+        if sub.raw {
+            return self.p.body_for(protocol).to_owned();
+        }
+        let cell = if protocol == Protocol::Https { &self.https } else { &self.http };
+        let (head, tail) = cell.get_or_init(|| self.template(protocol));
+        let mut out = String::with_capacity(head.len() + tail.len() + 200);
+        out.push_str(head);
+        out.push_str(&self.n.urls.unsubscribe(sub.arn()));
+        out.push_str(tail);
+        out
+    }
+
+    /// The envelope for `protocol` with a unique marker where the
+    /// unsubscribe URL goes, cut there. (A URL needs no JSON escaping.)
+    fn template(&self, protocol: Protocol) -> (String, String) {
+        let marker = format!("{:032x}", fastrand::u128(..));
+        let notice = notice(self.topic, self.p, Some(&marker), protocol);
+        let text = notice.to_json(self.n.signer(), &self.n.urls.signing_cert());
+        match text.split_once(&marker) {
+            Some((head, tail)) => (head.to_owned(), tail.to_owned()),
+            None => (text, String::new()),
+        }
+    }
 }
 
 async fn send<S: Storage>(
-    n: &Notifier<S>,
-    topic: &Topic,
     sub: &Subscription,
+    topic: &Topic,
     p: &Pending,
-    signature: &str,
+    payloads: &Payloads<'_, S>,
     deliver: &dyn Deliver,
 ) -> Outcome {
     let mut headers = vec![
@@ -275,7 +296,7 @@ async fn send<S: Storage>(
     if sub.raw {
         headers.push(("x-amz-sns-rawdelivery", "true".to_owned()));
     }
-    let body = payload(n, topic, sub, p, signature);
+    let body = payloads.for_subscriber(sub);
     match deliver.post(&sub.record.endpoint, headers, body).await {
         Ok(status) if (200..300).contains(&status) => Outcome::Delivered,
         Ok(status) if (400..500).contains(&status) && status != 429 => {
@@ -292,10 +313,10 @@ async fn give_up<S: Storage>(
     n: &Notifier<S>,
     topic: &Topic,
     sub: &Subscription,
-    p: &Pending,
-    signature: &str,
+    payloads: &Payloads<'_, S>,
     why: &str,
 ) -> Result<(), NotifyError> {
+    let p = payloads.p;
     let dlq = sub.dead_letter_arn().and_then(|arn| {
         let name = arn.strip_prefix(&n.queues.account().arn_prefix())?.to_owned();
         n.queues.queue(&name).ok()
@@ -317,7 +338,7 @@ async fn give_up<S: Storage>(
     ]
     .into();
     let request = SendRequest {
-        body: payload(n, topic, sub, p, signature),
+        body: payloads.for_subscriber(sub),
         attributes,
         sender: Some(topic.arn.clone()),
         group_id: dlq.attributes().fifo.then(|| p.id.clone()),

@@ -57,6 +57,9 @@ impl Account {
 #[derive(Clone, Debug, Default)]
 pub struct SendRequest {
     pub body: String,
+    /// The body's MD5, when the caller already has it (a topic sends one
+    /// body to several queues).
+    pub body_md5: Option<[u8; 16]>,
     pub delay_seconds: Option<u32>,
     pub attributes: Attributes,
     /// `AWSTraceHeader`, the one system attribute senders may set.
@@ -655,7 +658,7 @@ impl<S: Storage> QueueEngine<S> {
             (req.group_id.clone(), None)
         };
         let delay = req.delay_seconds.unwrap_or(attrs.delay);
-        let md5_body = message::md5(req.body.as_bytes());
+        let md5_body = req.body_md5.unwrap_or_else(|| message::md5(req.body.as_bytes()));
         let md5_attrs = attributes_md5(&req.attributes);
         let md5_system = req.trace_header.as_ref().map(|t| system_attributes_md5(t));
         let stored = StoredAttributes { a: req.attributes, trace: req.trace_header };

@@ -143,15 +143,23 @@ async fn publish_batch<S: Storage>(
         )));
     }
     let mut out = BatchOutput::default();
-    // In order: a FIFO topic keeps a batch's order within each group.
+    let mut ids = Vec::new();
+    let mut messages = Vec::new();
     for Entry { id, message } in entries {
         match message {
-            Ok(m) => match n.publish(&topic, m).await {
-                Ok(p) => out.published(id, p),
-                Err(NotifyError::Internal(e)) => return Err(NotifyError::Internal(e).into()),
-                Err(e) => out.fail(id, &e.into()),
-            },
+            Ok(m) => {
+                ids.push(id);
+                messages.push(m);
+            }
             Err(e) => out.fail(id, &e),
+        }
+    }
+    // Published together, in order (a FIFO topic keeps a batch's group order).
+    for (id, result) in ids.into_iter().zip(n.publish_batch(&topic, messages).await) {
+        match result {
+            Ok(p) => out.published(id, p),
+            Err(NotifyError::Internal(e)) => return Err(NotifyError::Internal(e).into()),
+            Err(e) => out.fail(id, &e.into()),
         }
     }
     Ok(Output::Batch(out))

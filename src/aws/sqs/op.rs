@@ -244,6 +244,7 @@ fn send_request(v: &Value) -> Result<SendRequest, Error> {
         group_id: string(v, "MessageGroupId")?,
         dedup_id: string(v, "MessageDeduplicationId")?,
         sender: None,
+        body_md5: None,
     })
 }
 
@@ -363,6 +364,7 @@ impl SendEntry<'_> {
             group_id: self.group_id.as_deref().map(str::to_owned),
             dedup_id: self.dedup_id.as_deref().map(str::to_owned),
             sender: None,
+            body_md5: None,
         })
     }
 }
