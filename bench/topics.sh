@@ -17,6 +17,7 @@
 #   bench/topics.sh
 #   RUNS=5 DURATION=10 bench/topics.sh
 #   SKIP_MOTO=1 bench/topics.sh
+#   SKIP_FANOUT=1 RATE=300 bench/topics.sh          # the HTTP part only
 #
 # Installs moto (pip) if moto_server is missing. Release build.
 set -euo pipefail
@@ -30,6 +31,7 @@ SUBSCRIBERS=${SUBSCRIBERS:-50}
 RATE=${RATE:-1000}
 HTTP_DURATION=${HTTP_DURATION:-20}
 SKIP_MOTO=${SKIP_MOTO:-}
+SKIP_FANOUT=${SKIP_FANOUT:-}
 AWS_PORT=${AWS_PORT:-19324}
 MOTO_PORT=${MOTO_PORT:-19500}
 
@@ -103,6 +105,7 @@ targets=(gatehouse)
 [ -z "$SKIP_MOTO" ] && targets+=(moto)
 
 echo "# topic_load, $RUNS interleaved rounds, $(nproc) cores; gatehouse sync=full (fsync per commit), moto in memory"
+if [ -z "$SKIP_FANOUT" ]; then
 echo "## fan-out: $QUEUES queue subscriptions, ${DURATION}s, $CONNS connections, 1 KiB messages"
 printf '%-6s %-10s %-14s %10s %12s %9s %9s %8s %8s\n' round target load "msgs/s" "q-writes/s" "p50 ms" "p99 ms" missing errors
 for round in $(seq "$RUNS"); do
@@ -139,9 +142,11 @@ for variant in publish publish-raw batch batch-raw; do
     done
 done
 
+fi
+
 echo
 echo "## HTTP fan-out: $SUBSCRIBERS subscribers, Publish at $RATE/s for ${HTTP_DURATION}s (gatehouse: SIGKILL at half time, restarted)"
-printf '%-6s %-10s %8s %12s %12s %8s %10s %10s\n' round target acked "pub/s" deliveries lost "p50 ms" "p99 ms"
+printf '%-6s %-10s %8s %12s %12s %8s %10s %10s %8s\n' round target acked "pub/s" deliveries lost "p50 ms" "p99 ms" unsent
 for round in $(seq "$RUNS"); do
     for t in "${targets[@]}"; do
         [ "$t" = moto ] && restart_moto
@@ -160,9 +165,9 @@ for round in $(seq "$RUNS"); do
         if [ -z "$r" ]; then echo "$round $t: run failed"; continue; fi
         echo "$r" | field delay_p99 >>"$work/$t.http.p99"
         echo "$r" | field lost >>"$work/$t.http.lost"
-        printf '%-6s %-10s %8s %12s %12s %8s %10s %10s\n' "$round" "$t" "$(echo "$r" | field acked)" \
+        printf '%-6s %-10s %8s %12s %12s %8s %10s %10s %8s\n' "$round" "$t" "$(echo "$r" | field acked)" \
             "$(echo "$r" | field publish_per_s)" "$(echo "$r" | field deliveries)" "$(echo "$r" | field lost)" \
-            "$(echo "$r" | field delay_p50)" "$(echo "$r" | field delay_p99)"
+            "$(echo "$r" | field delay_p50)" "$(echo "$r" | field delay_p99)" "$(echo "$r" | field unsent)"
     done
 done
 for t in "${targets[@]}"; do

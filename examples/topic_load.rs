@@ -75,7 +75,7 @@ enum Mode {
         #[arg(long, default_value_t = 32)]
         connections: usize,
         /// Seconds to wait after publishing for deliveries to arrive.
-        #[arg(long, default_value_t = 90)]
+        #[arg(long, default_value_t = 60)]
         settle: u64,
     },
 }
@@ -409,19 +409,27 @@ async fn http_mode(
     }
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let errors = Arc::new(AtomicU64::new(0));
+    let unsent = Arc::new(AtomicU64::new(0));
     let total = rate * duration;
     let per_conn = (total / connections as u64).max(1);
     let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for k in 0..connections {
-        let (acked, errors, endpoint, topic, size) =
-            (acked.clone(), errors.clone(), cli.endpoint.clone(), topic.clone(), cli.size);
+        let (acked, errors, unsent, endpoint, topic, size) =
+            (acked.clone(), errors.clone(), unsent.clone(), cli.endpoint.clone(), topic.clone(), cli.size);
         tasks.push(tokio::spawn(async move {
             let mut c = Conn::new(&endpoint);
             let offset = interval.mul_f64(k as f64 / connections as f64);
+            // A server that falls behind is cut off at 1.5 × the duration.
+            let cutoff = start + Duration::from_secs_f64(duration as f64 * 1.5);
             for n in 0..per_conn {
-                tokio::time::sleep_until(start + offset + interval.mul_f64(n as f64)).await;
+                let at = start + offset + interval.mul_f64(n as f64);
+                if tokio::time::Instant::now() > cutoff {
+                    unsent.fetch_add(per_conn - n, Ordering::Relaxed);
+                    break;
+                }
+                tokio::time::sleep_until(at).await;
                 let m = message(size);
                 match c.sns(&[("Action", "Publish"), ("TopicArn", &topic), ("Message", &m)]).await {
                     Ok(xml) => {
@@ -455,11 +463,12 @@ async fn http_mode(
         seen.lock().unwrap().iter().flat_map(|s| s.values().copied().collect::<Vec<_>>()).collect();
     let (p50, p99) = percentiles(delays);
     println!(
-        "RESULT acked={} publish_per_s={:.0} deliveries={got} expected={want} lost={} delay_p50={p50:.1} delay_p99={p99:.1} errors={}",
+        "RESULT acked={} publish_per_s={:.0} deliveries={got} expected={want} lost={} delay_p50={p50:.1} delay_p99={p99:.1} errors={} unsent={}",
         acked.len(),
         acked.len() as f64 / published_in,
         want - got.min(want),
-        errors.load(Ordering::Relaxed)
+        errors.load(Ordering::Relaxed),
+        unsent.load(Ordering::Relaxed)
     );
     Ok(())
 }
