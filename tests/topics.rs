@@ -392,6 +392,17 @@ async fn topic_attributes_tags_errors_and_the_caller_identity() {
     let err =
         sns.subscribe().topic_arn(&topic).protocol("sms").endpoint("+15550100").send().await.unwrap_err();
     assert_eq!(sns_code(&err), "InvalidParameter");
+    // Only this account's queues, and never the internal delivery outbox.
+    for arn in
+        ["arn:aws:sqs:us-east-1:111111111111:elsewhere".to_owned(), queue_arn("gatehouse:sns-deliveries")]
+    {
+        let err = sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(&arn).send().await.unwrap_err();
+        assert_eq!(sns_code(&err), "InvalidParameter", "{arn}");
+    }
+    let sqs_client = sqs(&gw);
+    let err = sqs_client.get_queue_url().queue_name("gatehouse:sns-deliveries").send().await.unwrap_err();
+    assert_eq!(sqs_code(&err), "AWS.SimpleQueueService.NonExistentQueue");
+    assert!(sqs_client.list_queues().send().await.unwrap().queue_urls.unwrap_or_default().is_empty());
     let err = sns.publish().topic_arn(&topic).message("x".repeat(256 * 1024 + 1)).send().await.unwrap_err();
     assert_eq!(sns_code(&err), "InvalidParameter");
     let err = sns.list_tags_for_resource().resource_arn(missing).send().await.unwrap_err();
