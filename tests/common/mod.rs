@@ -372,6 +372,12 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    let url = format!("http://{}/metrics", gw.gh().admin_addr.expect("admin listener"));
+    client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// A gatehouse with queues: the AWS listener and admin on port 0, storage
 /// in its own directory, and `extra` YAML appended (queues, routes...).
 pub fn queue_config(extra: &str) -> String {
