@@ -320,7 +320,7 @@ async fn open_topics(
         Some(a) => format!("http://{a}"),
         None => "http://localhost".to_owned(),
     };
-    let deliver = HttpDeliverer::new().map_err(fail)?;
+    let deliver = HttpDeliverer::new(config.workers).map_err(fail)?;
     let dir = &config.storage.path;
     let topics = Notifier::open(queues.clone(), dir, Urls { base }, Some(Arc::new(deliver)))
         .await
@@ -582,7 +582,8 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         listeners.push(listener);
     }
 
-    let threads = spawn_workers(&config, sockets, &gateway, &aws_service, &phase, &phase_rx).await?;
+    let topics = engines.as_ref().map(|e| &e.topics);
+    let threads = spawn_workers(&config, sockets, &gateway, &aws_service, topics, &phase, &phase_rx).await?;
 
     let draining = Arc::new(AtomicBool::new(false));
     let readiness = Readiness {
@@ -704,9 +705,12 @@ async fn spawn_workers(
     sockets: Vec<WorkerSockets>,
     gateway: &GatewayLayers,
     aws_service: &Option<AwsService<SqliteStorage>>,
+    topics: Option<&Arc<Topics>>,
     phase: &watch::Sender<Phase>,
     phase_rx: &watch::Receiver<Phase>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+    // The topic engine's HTTP(S) deliveries share the data-plane workers.
+    let loops = crate::notify::outbox::LOOPS.div_ceil(sockets.len().max(1));
     let mut threads = Vec::new();
     let mut ready = Vec::new();
     for (index, worker_sockets) in sockets.into_iter().enumerate() {
@@ -714,6 +718,7 @@ async fn spawn_workers(
         ready.push(rx);
         let gateway = gateway.clone();
         let aws_service = aws_service.clone();
+        let deliveries = topics.map(|t| t.deliveries(loops));
         let mut phase = phase_rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("gatehouse-worker-{index}"))
@@ -727,6 +732,9 @@ async fn spawn_workers(
                     }
                 };
                 runtime.block_on(async move {
+                    if let Some(d) = deliveries {
+                        tokio::spawn(d);
+                    }
                     for (listener, socket, kind) in worker_sockets {
                         let served = match (kind, &aws_service) {
                             (Served::Aws, Some(aws)) => {

@@ -22,6 +22,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::notify::Deliver;
+use crate::worker::PerWorker;
 
 /// How long one delivery may take, from connecting to the answer's head.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -30,22 +31,27 @@ const IDLE_PER_ENDPOINT: usize = 64;
 
 type Key = (bool, String, u16);
 
-/// Delivers over HTTP(S) with pooled connections.
+/// Delivers over HTTP(S) with pooled connections. Each data-plane worker
+/// keeps its own idle connections (a connection is driven by the runtime
+/// that opened it, so it is reused on that thread).
 pub struct HttpDeliverer {
     pool: Arc<Pool>,
 }
 
+type Idle = Mutex<HashMap<Key, Vec<SendRequest<Full<Bytes>>>>>;
+
 struct Pool {
     tls: tokio_rustls::TlsConnector,
-    idle: Mutex<HashMap<Key, Vec<SendRequest<Full<Bytes>>>>>,
+    idle: PerWorker<Idle>,
 }
 
 impl HttpDeliverer {
-    pub fn new() -> Result<Self, String> {
+    /// A deliverer for `workers` data-plane workers.
+    pub fn new(workers: usize) -> Result<Self, String> {
         let config =
             crate::tls::client_config(None, &crate::config::KeyPath::root()).map_err(|p| p.message)?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
-        Ok(HttpDeliverer { pool: Arc::new(Pool { tls, idle: Mutex::new(HashMap::new()) }) })
+        Ok(HttpDeliverer { pool: Arc::new(Pool { tls, idle: PerWorker::new(workers) }) })
     }
 }
 
@@ -87,7 +93,7 @@ impl Pool {
     }
 
     fn take_idle(&self, key: &Key) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.get().lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(key)?;
         while let Some(s) = list.pop() {
             if !s.is_closed() {
@@ -98,7 +104,7 @@ impl Pool {
     }
 
     fn put_idle(&self, key: Key, sender: SendRequest<Full<Bytes>>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.get().lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(key).or_default();
         if list.len() < IDLE_PER_ENDPOINT {
             list.push(sender);

@@ -17,7 +17,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod error;
 pub mod filter;
-mod outbox;
+pub mod outbox;
 mod publish;
 pub mod signing;
 pub mod store;
@@ -190,20 +190,30 @@ impl<S: Storage> Notifier<S> {
             store,
             signer,
             urls,
-            deliver: deliver.clone(),
+            deliver,
             outbox: outbox.clone(),
             stats: DeliveryStats::default(),
             stop,
             alarms: tokio::sync::Mutex::new(Vec::new()),
             alarm_statuses: std::sync::Mutex::new(Vec::new()),
         });
-        tokio::spawn(alarms::run(notifier.clone(), stopped.clone()));
-        if let Some(deliver) = deliver {
-            for _ in 0..outbox::WORKERS {
-                tokio::spawn(outbox::run(notifier.clone(), outbox.clone(), deliver.clone(), stopped.clone()));
-            }
-        }
+        tokio::spawn(alarms::run(notifier.clone(), stopped));
         Ok(notifier)
+    }
+
+    /// Delivers HTTP(S) notifications from the outbox, `loops` at a time,
+    /// until the notifier stops. Run it on every thread that should share
+    /// the work (the gateway runs it on each data-plane worker); without a
+    /// [`Deliver`] it ends at once.
+    pub fn deliveries(self: &Arc<Self>, loops: usize) -> impl Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let Some(deliver) = this.deliver.clone() else { return };
+            let runs = (0..loops.max(1)).map(|_| {
+                outbox::run(this.clone(), this.outbox.clone(), deliver.clone(), this.stop.subscribe())
+            });
+            futures_util::future::join_all(runs).await;
+        }
     }
 
     /// Stops the delivery workers (what they hold stays in the outbox).

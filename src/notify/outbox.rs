@@ -28,9 +28,9 @@ const VISIBILITY_SECS: u32 = 60;
 /// The longest delay a queue message takes; longer retry delays wait in
 /// steps ([`Pending::not_before_ms`]).
 const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
-/// Delivery workers (each takes up to ten records at a time and delivers
-/// to all of a record's subscribers at once).
-pub(super) const WORKERS: usize = 16;
+/// Delivery loops across all threads (each takes up to ten records at a
+/// time and delivers to all of a record's subscribers at once).
+pub const LOOPS: usize = 16;
 
 /// One message still owed to some HTTP(S) subscribers of a topic.
 #[derive(Clone, Debug, Serialize, Deserialize)]
