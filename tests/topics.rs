@@ -750,3 +750,28 @@ alarms:
     );
     assert_eq!(recovered["Value"], 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_url_subscriptions_confirm_or_start_confirmed() {
+    let (pending, vouched) = (Hook::start(&[]).await, Hook::start(&[]).await);
+    let gw = start_queues(&format!(
+        "topics:\n  web:\n    subscriptions:\n      - {{ url: \"{}/p\" }}\n      - {{ url: \"{}/v\", confirmed: true, raw: true }}\n",
+        pending.backend.url, vouched.backend.url
+    ))
+    .await;
+    let sns = sns(&gw);
+    // The pending one is asked to confirm; the vouched one is not.
+    let (headers, body) = pending.next().await;
+    assert_eq!(headers["x-amz-sns-message-type"], "SubscriptionConfirmation");
+    let topic = "arn:aws:sns:us-east-1:000000000000:web";
+    sns.publish().topic_arn(topic).message("first").send().await.unwrap();
+    let (headers, body_v) = vouched.next().await;
+    assert_eq!((headers["x-amz-sns-message-type"].as_str(), body_v.as_str()), ("Notification", "first"));
+    // Once confirmed, the pending one gets what comes next.
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(client().get(env["SubscribeURL"].as_str().unwrap()).send().await.unwrap().status(), 200);
+    sns.publish().topic_arn(topic).message("second").send().await.unwrap();
+    let (headers, body) = pending.next().await;
+    assert_eq!(headers["x-amz-sns-message-type"], "Notification");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["Message"], "second");
+}

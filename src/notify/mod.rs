@@ -540,9 +540,11 @@ impl<S: Storage> Notifier<S> {
 
     /// Creates the topics and subscriptions `routes.yaml` declares, and
     /// drops declared subscriptions it no longer lists. Topics and
-    /// subscriptions made over the API are left alone.
+    /// subscriptions made over the API are left alone. Declared URL
+    /// subscriptions still pending (not marked `confirmed`) are sent their
+    /// confirmation request, again at each start or reload until confirmed.
     pub async fn declare(&self, declared: &[DeclaredTopic]) -> Result<(), NotifyError> {
-        let prefix = self.queues.account().arn_prefix();
+        let wanted = self.wanted_subscriptions(declared);
         let topic_prefix = arn_prefix(&self.queues);
         self.change(|state| {
             for d in declared {
@@ -556,27 +558,17 @@ impl<S: Storage> Notifier<S> {
                     }),
                 }
             }
-            let wanted: Vec<(String, Protocol, String, &DeclaredSubscription)> = declared
-                .iter()
-                .flat_map(|d| d.subscriptions.iter().map(move |s| (d, s)))
-                .map(|(d, s)| {
-                    let endpoint = if s.protocol == Protocol::Sqs {
-                        format!("{prefix}{}", s.endpoint)
-                    } else {
-                        s.endpoint.clone()
-                    };
-                    (d.name.clone(), s.protocol, endpoint, s)
-                })
-                .collect();
             state.subscriptions.retain(|s| {
                 !s.declared
-                    || wanted.iter().any(|(t, p, e, _)| *t == s.topic && *p == s.protocol && *e == s.endpoint)
+                    || wanted
+                        .iter()
+                        .any(|(t, e, w)| *t == s.topic && w.protocol == s.protocol && *e == s.endpoint)
             });
-            for (topic, protocol, endpoint, s) in wanted {
+            for (topic, endpoint, s) in &wanted {
                 let existing = state
                     .subscriptions
                     .iter_mut()
-                    .find(|x| x.topic == topic && x.protocol == protocol && x.endpoint == endpoint);
+                    .find(|x| x.topic == *topic && x.protocol == s.protocol && x.endpoint == *endpoint);
                 match existing {
                     Some(x) => {
                         x.attributes = s.attributes.clone();
@@ -585,19 +577,46 @@ impl<S: Storage> Notifier<S> {
                     }
                     None => state.subscriptions.push(SubscriptionRecord {
                         arn: format!("{topic_prefix}{topic}:{}", message::uuid_text(fastrand::u128(..))),
-                        topic,
-                        protocol,
-                        endpoint,
+                        topic: topic.clone(),
+                        protocol: s.protocol,
+                        endpoint: endpoint.clone(),
                         attributes: s.attributes.clone(),
-                        confirmed: protocol == Protocol::Sqs || s.confirmed,
-                        token: (protocol != Protocol::Sqs && !s.confirmed).then(new_token),
+                        confirmed: s.protocol == Protocol::Sqs || s.confirmed,
+                        token: (s.protocol != Protocol::Sqs && !s.confirmed).then(new_token),
                         declared: true,
                     }),
                 }
             }
             Ok(())
         })
-        .await
+        .await?;
+        for topic in self.topics() {
+            for sub in topic.subscriptions.iter().filter(|s| s.record.declared && !s.record.confirmed) {
+                self.send_confirmation(&topic, sub);
+            }
+        }
+        Ok(())
+    }
+
+    /// The declared subscriptions: (topic, endpoint, declaration), queue
+    /// names made ARNs.
+    fn wanted_subscriptions<'d>(
+        &self,
+        declared: &'d [DeclaredTopic],
+    ) -> Vec<(String, String, &'d DeclaredSubscription)> {
+        let prefix = self.queues.account().arn_prefix();
+        declared
+            .iter()
+            .flat_map(|d| d.subscriptions.iter().map(move |s| (d, s)))
+            .map(|(d, s)| {
+                let endpoint = if s.protocol == Protocol::Sqs {
+                    format!("{prefix}{}", s.endpoint)
+                } else {
+                    s.endpoint.clone()
+                };
+                (d.name.clone(), endpoint, s)
+            })
+            .collect()
     }
 
     /// Sends a pending HTTP(S) subscription its confirmation request.
