@@ -775,3 +775,79 @@ async fn declared_url_subscriptions_confirm_or_start_confirmed() {
     assert_eq!(headers["x-amz-sns-message-type"], "Notification");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["Message"], "second");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_credentials_only_subscribers_may_act_unsigned_and_authenticated_ones_may_not_be_unsubscribed() {
+    let gw = Gateway::start(
+        "listen:\n  gateway: { bind: \"127.0.0.1:0\" }\n  admin: off\n  aws: { bind: \"127.0.0.1:0\", credentials: [ { access_key: AKIDTEST, secret_key: secret } ] }\nlog: { access: false }\nqueues: { q: {} }\n",
+    )
+    .await;
+    let sns = sns(&gw);
+    let base = format!("http://{}", gw.gh().aws_addr.unwrap());
+    let topic = sns.create_topic().name("guarded").send().await.unwrap().topic_arn.unwrap();
+    // Unsigned calls other than confirming and unsubscribing are refused.
+    let r = client().get(format!("{base}/?Action=ListTopics&Version=2010-03-31")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A queue subscription (made by the owner) is not ended by an unsigned request.
+    let q = sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn("q")).send().await.unwrap();
+    let q_arn = q.subscription_arn.unwrap();
+    let unsubscribe =
+        |arn: &str| format!("{base}/?Action=Unsubscribe&Version=2010-03-31&SubscriptionArn={arn}");
+    let r = client().get(unsubscribe(&q_arn)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("<Code>AuthorizationError</Code>"));
+
+    // Two hooks: one confirmed unsigned (its UnsubscribeURL works unsigned),
+    // one confirmed signed with AuthenticateOnUnsubscribe (it does not).
+    let (open, guarded) = (Hook::start(&[]).await, Hook::start(&[]).await);
+    for (hook, authenticate) in [(&open, false), (&guarded, true)] {
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("http")
+            .endpoint(format!("{}/h", hook.backend.url))
+            .send()
+            .await
+            .unwrap();
+        let (_, body) = hook.next().await;
+        let env: Value = serde_json::from_str(&body).unwrap();
+        if authenticate {
+            let token = env["Token"].as_str().unwrap();
+            sns.confirm_subscription()
+                .topic_arn(&topic)
+                .token(token)
+                .authenticate_on_unsubscribe("true")
+                .send()
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(
+                client().get(env["SubscribeURL"].as_str().unwrap()).send().await.unwrap().status(),
+                200
+            );
+        }
+    }
+    sns.publish().topic_arn(&topic).message("hi").send().await.unwrap();
+    let (_, open_body) = open.next().await;
+    let (_, guarded_body) = guarded.next().await;
+    let url_of = |body: &str| {
+        serde_json::from_str::<Value>(body).unwrap()["UnsubscribeURL"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(client().get(url_of(&guarded_body)).send().await.unwrap().status(), 403);
+    assert_eq!(client().get(url_of(&open_body)).send().await.unwrap().status(), 200);
+    let left =
+        sns.list_subscriptions_by_topic().topic_arn(&topic).send().await.unwrap().subscriptions.unwrap();
+    assert_eq!(left.len(), 2, "the queue and the guarded hook remain");
+    let guarded_arn =
+        left.iter().find(|s| s.protocol() == Some("http")).unwrap().subscription_arn().unwrap().to_owned();
+    let attrs = sns
+        .get_subscription_attributes()
+        .subscription_arn(&guarded_arn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(attrs["ConfirmationWasAuthenticated"], "true");
+    // A signed request may.
+    sns.unsubscribe().subscription_arn(&guarded_arn).send().await.unwrap();
+}

@@ -230,13 +230,15 @@ impl<S: Storage> AwsService<S> {
         };
         // Signature and protocol parameters are not action input.
         params.retain(|(k, _)| !PROTOCOL_PARAMETERS.contains(&k.as_str()));
+        // SNS lets a subscriber confirm, and unsubscribe, without a
+        // signature (the token and the subscription ARN are the secrets);
+        // the topic engine decides which subscriptions need one to end.
         let unsigned_ok = api == Api::Sns && matches!(action.as_str(), "ConfirmSubscription" | "Unsubscribe");
-        match signed {
-            Err(e) if !(unsigned_ok && e.code == "MissingAuthenticationToken") => {
-                return cx.fail(api.dialect(), &e)
-            }
-            _ => {}
-        }
+        let signed = match signed {
+            Ok(()) => true,
+            Err(e) if unsigned_ok && e.code == "MissingAuthenticationToken" => false,
+            Err(e) => return cx.fail(api.dialect(), &e),
+        };
         if let Some(p) = problem {
             let e = match api {
                 Api::Sqs if p.in_message() => {
@@ -249,7 +251,7 @@ impl<S: Storage> AwsService<S> {
         }
         match api {
             Api::Sqs => self.sqs_query(uri, &action, &params, cx).await,
-            Api::Sns => self.sns(&action, &query::nested_to_json(&params), cx).await,
+            Api::Sns => self.sns(&action, &query::nested_to_json(&params), signed, cx).await,
             Api::Sts => self.sts(&action, cx),
         }
     }
@@ -275,7 +277,7 @@ impl<S: Storage> AwsService<S> {
     }
 
     /// An SNS request: parse, apply to the topic engine, answer in XML.
-    async fn sns(&self, action: &str, input: &Value, cx: Call<'_>) -> Response<GatewayBody> {
+    async fn sns(&self, action: &str, input: &Value, signed: bool, cx: Call<'_>) -> Response<GatewayBody> {
         let Some(notifier) = &self.notifier else {
             let e = AwsError::sender("InvalidAction", "Topics are not enabled on this gateway.");
             return cx.fail(sns::DIALECT, &e);
@@ -285,7 +287,7 @@ impl<S: Storage> AwsService<S> {
             Err(e) => return cx.fail(sns::DIALECT, &e.to_aws()),
         };
         let action = op.name();
-        match op.apply(notifier).await {
+        match op.apply(notifier, signed).await {
             Ok(out) => respond(StatusCode::OK, "text/xml", out.to_xml(action, cx.request_id), cx.request_id),
             Err(e) => {
                 if e.is_internal() {

@@ -86,6 +86,10 @@ impl Urls {
     }
 }
 
+/// The subscription attribute recording that unsubscribing needs a
+/// signature (`AuthenticateOnUnsubscribe` at confirmation).
+const AUTHENTICATED: &str = "ConfirmationWasAuthenticated";
+
 /// The path the signing certificate is served at.
 pub fn signing_cert_path() -> &'static str {
     "SimpleNotificationService-gatehouse.pem"
@@ -477,7 +481,14 @@ impl<S: Storage> Notifier<S> {
     }
 
     /// `ConfirmSubscription` (or a GET of the `SubscribeURL`).
-    pub async fn confirm(&self, topic_arn: &str, token: &str) -> Result<String, NotifyError> {
+    /// `authenticate_unsubscribe`: the confirmation was signed and asked
+    /// (`AuthenticateOnUnsubscribe`) that only signed requests unsubscribe.
+    pub async fn confirm(
+        &self,
+        topic_arn: &str,
+        token: &str,
+        authenticate_unsubscribe: bool,
+    ) -> Result<String, NotifyError> {
         let topic = self.topic(topic_arn)?;
         let sub = topic
             .subscriptions
@@ -496,15 +507,25 @@ impl<S: Storage> Notifier<S> {
                 .find(|s| s.arn == arn)
                 .ok_or_else(|| NotifyError::invalid("Invalid token"))?;
             s.confirmed = true;
+            if authenticate_unsubscribe {
+                s.attributes.insert(AUTHENTICATED.to_owned(), "true".to_owned());
+            }
             Ok(())
         })
         .await?;
         Ok(arn)
     }
 
-    /// `Unsubscribe`. Unknown subscriptions are refused.
-    pub async fn unsubscribe(&self, arn: &str) -> Result<(), NotifyError> {
-        self.subscription(arn)?;
+    /// `Unsubscribe`. Unknown subscriptions are refused; `signed: false`
+    /// (an unsigned request where signatures are required) is refused for a
+    /// queue subscription, or one confirmed with `AuthenticateOnUnsubscribe`.
+    pub async fn unsubscribe(&self, arn: &str, signed: bool) -> Result<(), NotifyError> {
+        let sub = self.subscription(arn)?;
+        if !signed && sub.needs_signed_unsubscribe() {
+            return Err(NotifyError::Authorization(
+                "Only a signed request can unsubscribe this subscription".into(),
+            ));
+        }
         self.change(|state| {
             state.subscriptions.retain(|s| s.arn != arn);
             Ok(())
@@ -571,7 +592,9 @@ impl<S: Storage> Notifier<S> {
                     .find(|x| x.topic == *topic && x.protocol == s.protocol && x.endpoint == *endpoint);
                 match existing {
                     Some(x) => {
+                        let authenticated = x.attributes.remove(AUTHENTICATED);
                         x.attributes = s.attributes.clone();
+                        x.attributes.extend(authenticated.map(|v| (AUTHENTICATED.to_owned(), v)));
                         x.declared = true;
                         x.confirmed |= s.confirmed;
                     }

@@ -199,7 +199,7 @@ impl Subscription {
         out.insert("Protocol".into(), r.protocol.as_str().to_owned());
         out.insert("Endpoint".into(), r.endpoint.clone());
         out.insert("PendingConfirmation".into(), (!r.confirmed).to_string());
-        out.insert("ConfirmationWasAuthenticated".into(), (r.protocol == Protocol::Sqs).to_string());
+        out.insert("ConfirmationWasAuthenticated".into(), self.needs_signed_unsubscribe().to_string());
         out.insert("RawMessageDelivery".into(), self.raw.to_string());
         if self.filter.is_some() {
             out.insert("FilterPolicyScope".into(), self.scope.as_str().to_owned());
@@ -208,6 +208,13 @@ impl Subscription {
             out.insert("EffectiveDeliveryPolicy".into(), self.delivery.effective_subscription_text());
         }
         out
+    }
+
+    /// Queue subscriptions (made by the owner), and endpoints confirmed with
+    /// `AuthenticateOnUnsubscribe`, can only be ended by a signed request.
+    pub fn needs_signed_unsubscribe(&self) -> bool {
+        self.record.protocol == Protocol::Sqs
+            || self.record.attributes.get("ConfirmationWasAuthenticated").is_some_and(|v| v == "true")
     }
 
     /// The dead-letter queue's ARN, from `RedrivePolicy`.

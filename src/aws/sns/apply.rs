@@ -15,8 +15,9 @@ use crate::queue::storage::Storage;
 const PAGE: usize = 100;
 
 impl Op {
-    /// Runs the operation.
-    pub async fn apply<S: Storage>(self, notifier: &Notifier<S>) -> Result<Output, Error> {
+    /// Runs the operation. `signed`: the request carried a verified
+    /// signature, or the listener requires none.
+    pub async fn apply<S: Storage>(self, notifier: &Notifier<S>, signed: bool) -> Result<Output, Error> {
         let n = notifier;
         Ok(match self {
             Op::CreateTopic { name, attributes, tags } => {
@@ -44,11 +45,11 @@ impl Op {
                 let sub = n.subscribe(&topic, protocol, &endpoint, attributes).await?;
                 Output::SubscriptionArn(listed_arn(&sub, return_arn))
             }
-            Op::ConfirmSubscription { topic, token } => {
-                Output::SubscriptionArn(n.confirm(&topic, &token).await?)
-            }
+            Op::ConfirmSubscription { topic, token, authenticate_on_unsubscribe } => Output::SubscriptionArn(
+                n.confirm(&topic, &token, authenticate_on_unsubscribe && signed).await?,
+            ),
             Op::Unsubscribe { subscription } => {
-                n.unsubscribe(&subscription).await?;
+                n.unsubscribe(&subscription, signed).await?;
                 Output::Empty
             }
             Op::ListSubscriptions { after } => subscriptions(n, n.subscriptions(None), after),

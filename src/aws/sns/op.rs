@@ -42,6 +42,7 @@ pub enum Op {
     ConfirmSubscription {
         topic: String,
         token: String,
+        authenticate_on_unsubscribe: bool,
     },
     Unsubscribe {
         subscription: String,
@@ -113,13 +114,6 @@ impl Op {
         }
     }
 
-    /// Whether the action may be called without a signature: confirming
-    /// with the token a subscriber was sent, and the `UnsubscribeURL` each
-    /// notification carries (the subscription ARN is its secret), as in SNS.
-    pub fn needs_no_signature(&self) -> bool {
-        matches!(self, Op::ConfirmSubscription { .. } | Op::Unsubscribe { .. })
-    }
-
     /// Parses `action`'s input.
     pub fn parse(action: &str, v: &Value) -> Result<Op, Error> {
         let topic = || required(v, "TopicArn");
@@ -146,9 +140,11 @@ impl Op {
                 attributes: string_map(v, &["Attributes"])?,
                 return_arn: input::boolean(v, "ReturnSubscriptionArn")?.unwrap_or(false),
             },
-            "ConfirmSubscription" => {
-                Op::ConfirmSubscription { topic: topic()?, token: required(v, "Token")? }
-            }
+            "ConfirmSubscription" => Op::ConfirmSubscription {
+                topic: topic()?,
+                token: required(v, "Token")?,
+                authenticate_on_unsubscribe: input::boolean(v, "AuthenticateOnUnsubscribe")?.unwrap_or(false),
+            },
             "Unsubscribe" => Op::Unsubscribe { subscription: subscription()? },
             "ListSubscriptions" => Op::ListSubscriptions { after: after()? },
             "ListSubscriptionsByTopic" => Op::ListSubscriptionsByTopic { topic: topic()?, after: after()? },
