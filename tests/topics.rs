@@ -226,6 +226,16 @@ async fn fifo_topics_keep_group_order_and_deduplicate_into_fifo_queues() {
         .send()
         .await
         .unwrap();
+    // A FIFO topic delivers to queues only.
+    let err = sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("https")
+        .endpoint("https://example.com/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
     // A standard topic cannot take a FIFO queue.
     let plain = sns.create_topic().name("plain").send().await.unwrap().topic_arn.unwrap();
     let err = sns

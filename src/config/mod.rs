@@ -1101,6 +1101,10 @@ fn validate_subscriptions(c: &Config, t: &TopicConfig) -> Vec<Problem> {
         }
     };
     for s in &t.subscriptions {
+        if let (Endpoint::Url(_), true) = (&s.endpoint, t.fifo) {
+            problems
+                .push(Problem::at_value(s.key.key("url"), "FIFO topics deliver to queues only, as in SNS"));
+        }
         if let Endpoint::Queue(q) = &s.endpoint {
             if known(q, s.key.key("queue"), &mut problems) == Some(true) && !t.fifo {
                 problems.push(Problem::at_value(

@@ -238,6 +238,7 @@ routes:
         ("topics: { t: { content_based_deduplication: true } }\n", "only FIFO topics"),
         ("topics: { \"bad name\": {} }\n", "is not a topic name"),
         ("topics: { t: {} }\nqueues: { q.fifo: { fifo: true } }\n\ntopics2: 1\n", "unknown key `topics2`"),
+        ("topics: { t.fifo: { subscriptions: [ { url: \"http://x/y\" } ] } }\n", "FIFO topics deliver to queues only"),
         ("topics: { t: { subscriptions: [ { queue: q.fifo } ] } }\nqueues: { q.fifo: { fifo: true } }\n", "FIFO queues can only subscribe to FIFO topics"),
         ("routes:\n  - { name: q, path: /q, queue: q, message: { subject: \"header:s\" } }\nqueues: { q: {} }\n", "`subject` applies to routes with `topic`"),
     ] {

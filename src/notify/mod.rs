@@ -465,6 +465,12 @@ impl<S: Storage> Notifier<S> {
                     ));
                 }
             }
+            Protocol::Http | Protocol::Https if topic.fifo() => {
+                return Err(NotifyError::invalid(format!(
+                    "Invalid parameter: Invalid protocol type: {} (FIFO topics deliver to SQS queues only)",
+                    protocol.as_str()
+                )));
+            }
             Protocol::Http | Protocol::Https => {
                 let scheme = format!("{}://", protocol.as_str());
                 let ok = endpoint.starts_with(&scheme)
