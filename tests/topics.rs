@@ -341,6 +341,19 @@ async fn http_subscriptions_wait_for_confirmation() {
     let listed = sns.list_subscriptions().send().await.unwrap().subscriptions.unwrap();
     assert_eq!(listed[0].subscription_arn(), Some("PendingConfirmation"));
 
+    // Subscribing again while pending asks again, with the same token.
+    let again = sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("http")
+        .endpoint(format!("{}/sns", hook.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.subscription_arn(), Some("PendingConfirmation"));
+    let (_, body_again) = rx.recv().await.unwrap();
+    let env_again: Value = serde_json::from_str(&body_again).unwrap();
+    assert_eq!(env_again["Token"], env["Token"]);
     // A wrong token confirms nothing; visiting the SubscribeURL confirms.
     let err = sns.confirm_subscription().topic_arn(&topic).token("forged").send().await.unwrap_err();
     assert_eq!(sns_code(&err), "InvalidParameter");

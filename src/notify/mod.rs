@@ -402,7 +402,7 @@ impl<S: Storage> Notifier<S> {
     }
 
     /// `Subscribe`. Subscribing the same endpoint twice answers the same
-    /// subscription. Queue subscriptions are confirmed at once; HTTP(S)
+    /// subscription (and sends a pending one its confirmation again). Queue subscriptions are confirmed at once; HTTP(S)
     /// ones wait for the endpoint to confirm (a confirmation is sent).
     pub async fn subscribe(
         &self,
@@ -422,6 +422,11 @@ impl<S: Storage> Notifier<S> {
             let same = attributes.iter().all(|(k, v)| s.record.attributes.get(k) == Some(v));
             if !same {
                 return Err(NotifyError::invalid("Invalid parameter: Attributes Reason: Subscription already exists with different attributes"));
+            }
+            // Subscribing again while pending asks the endpoint again (the
+            // first request may not have reached it).
+            if !s.record.confirmed {
+                self.send_confirmation(&topic, s);
             }
             return Ok(s.clone());
         }
