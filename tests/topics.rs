@@ -303,35 +303,16 @@ async fn fifo_topics_keep_group_order_and_deduplicate_into_fifo_queues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_subscriptions_wait_for_confirmation() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(HashMap<String, String>, String)>();
-    let hook = backend(move |req| {
-        let tx = tx.clone();
-        async move {
-            let headers = req
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                .collect();
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            let _ = tx.send((headers, String::from_utf8_lossy(&body).into_owned()));
-            text(200, "ok")
-        }
-    })
-    .await;
+    let hook = Hook::start(&[]).await;
     let gw = start_queues("").await;
     let sns = sns(&gw);
     let topic = sns.create_topic().name("hooks").send().await.unwrap().topic_arn.unwrap();
-    let out = sns
-        .subscribe()
-        .topic_arn(&topic)
-        .protocol("http")
-        .endpoint(format!("{}/sns", hook.url))
-        .send()
-        .await
-        .unwrap();
+    let subscribe =
+        || sns.subscribe().topic_arn(&topic).protocol("http").endpoint(format!("{}/sns", hook.backend.url));
+    let out = subscribe().send().await.unwrap();
     assert_eq!(out.subscription_arn(), Some("PendingConfirmation"));
 
-    let (headers, body) = rx.recv().await.unwrap();
+    let (headers, body) = hook.next().await;
     assert_eq!(headers["x-amz-sns-message-type"], "SubscriptionConfirmation");
     assert_eq!(headers["x-amz-sns-topic-arn"], topic);
     let env: Value = serde_json::from_str(&body).unwrap();
@@ -342,16 +323,9 @@ async fn http_subscriptions_wait_for_confirmation() {
     assert_eq!(listed[0].subscription_arn(), Some("PendingConfirmation"));
 
     // Subscribing again while pending asks again, with the same token.
-    let again = sns
-        .subscribe()
-        .topic_arn(&topic)
-        .protocol("http")
-        .endpoint(format!("{}/sns", hook.url))
-        .send()
-        .await
-        .unwrap();
+    let again = subscribe().send().await.unwrap();
     assert_eq!(again.subscription_arn(), Some("PendingConfirmation"));
-    let (_, body_again) = rx.recv().await.unwrap();
+    let (_, body_again) = hook.next().await;
     let env_again: Value = serde_json::from_str(&body_again).unwrap();
     assert_eq!(env_again["Token"], env["Token"]);
     // A wrong token confirms nothing; visiting the SubscribeURL confirms.
