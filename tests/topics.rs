@@ -848,3 +848,38 @@ async fn with_credentials_only_subscribers_may_act_unsigned_and_authenticated_on
     // A signed request may.
     sns.unsubscribe().subscription_arn(&guarded_arn).send().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_policy_paces_deliveries_to_an_endpoint() {
+    let gw = start_queues("").await;
+    let sns = sns(&gw);
+    let topic = sns.create_topic().name("paced").send().await.unwrap().topic_arn.unwrap();
+    let hook = Hook::start(&[]).await;
+    let policy = r#"{"throttlePolicy": {"maxReceivesPerSecond": 2}}"#;
+    let arn =
+        hook.subscribe(&sns, &topic, &[("DeliveryPolicy", policy), ("RawMessageDelivery", "true")]).await;
+    let attrs =
+        sns.get_subscription_attributes().subscription_arn(&arn).send().await.unwrap().attributes.unwrap();
+    assert!(attrs["EffectiveDeliveryPolicy"].contains(r#""maxReceivesPerSecond":2"#), "{attrs:?}");
+    for i in 0..6 {
+        sns.publish().topic_arn(&topic).message(format!("m{i}")).send().await.unwrap();
+    }
+    // Two at once, then one every half second: the sixth comes about two
+    // seconds after the first.
+    hook.next().await;
+    let first = std::time::Instant::now();
+    for _ in 1..6 {
+        hook.next().await;
+    }
+    assert!(first.elapsed() >= std::time::Duration::from_millis(1800), "{:?}", first.elapsed());
+    let bad = r#"{"throttlePolicy": {"maxReceivesPerSecond": 0}}"#;
+    let err = sns
+        .set_subscription_attributes()
+        .subscription_arn(&arn)
+        .attribute_name("DeliveryPolicy")
+        .attribute_value(bad)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(sns_code(&err), "InvalidParameter");
+}

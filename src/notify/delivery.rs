@@ -8,6 +8,10 @@
 //! `arithmetic`, `geometric` or `exponential`), then retries at the maximum
 //! delay; each delay gets ±10% jitter so a recovering endpoint is not hit
 //! by every retry at once.
+//!
+//! A `throttlePolicy` (`maxReceivesPerSecond`, the subscription's or the
+//! topic's `http.defaultThrottlePolicy`) caps how fast one endpoint is sent
+//! to: deliveries beyond it wait their turn ([`Throttle`]).
 
 use std::time::Duration;
 
@@ -115,12 +119,15 @@ impl DeliveryPolicy {
     }
 
     /// The subscription's `EffectiveDeliveryPolicy` attribute.
-    pub fn effective_subscription_text(&self) -> String {
-        json!({
+    pub fn effective_subscription_text(&self, max_receives_per_second: Option<u32>) -> String {
+        let mut v = json!({
             "healthyRetryPolicy": self.to_json(),
             "requestPolicy": { "headerContentType": "text/plain; charset=UTF-8" }
-        })
-        .to_string()
+        });
+        if let Some(n) = max_receives_per_second {
+            v["throttlePolicy"] = json!({ "maxReceivesPerSecond": n });
+        }
+        v.to_string()
     }
 
     fn to_json(self) -> Value {
@@ -168,6 +175,44 @@ impl DeliveryPolicy {
     pub fn jittered_delay(&self, n: u32) -> Option<Duration> {
         self.delay(n).map(|d| d.mul_f64(0.9 + fastrand::f64() * 0.2))
     }
+}
+
+/// A subscription's cap on deliveries per second.
+pub type Throttle = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::MonotonicClock,
+    governor::middleware::NoOpMiddleware<std::time::Instant>,
+>;
+
+/// The `maxReceivesPerSecond` a subscription runs with: its own
+/// `throttlePolicy`, else its topic's `http.defaultThrottlePolicy`.
+pub fn max_receives_per_second(
+    subscription: Option<&str>,
+    topic: Option<&str>,
+) -> Result<Option<u32>, String> {
+    let read = |policy: Option<&Value>| -> Result<Option<u32>, String> {
+        let Some(n) = policy.and_then(|p| p.get("maxReceivesPerSecond")) else { return Ok(None) };
+        match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n >= 1 => Ok(Some(n)),
+            _ => Err("maxReceivesPerSecond must be a whole number of at least 1".into()),
+        }
+    };
+    if let Some(text) = subscription {
+        if let Some(n) = read(object(text)?.get("throttlePolicy"))? {
+            return Ok(Some(n));
+        }
+    }
+    match topic {
+        Some(text) => read(object(text)?.get("http").and_then(|h| h.get("defaultThrottlePolicy"))),
+        None => Ok(None),
+    }
+}
+
+/// A limiter letting `per_second` deliveries through each second.
+pub fn throttle(per_second: u32) -> Option<Throttle> {
+    let quota = governor::Quota::per_second(std::num::NonZeroU32::new(per_second)?);
+    Some(governor::RateLimiter::direct_with_clock(quota, governor::clock::MonotonicClock))
 }
 
 fn object(text: &str) -> Result<Value, String> {
@@ -263,6 +308,19 @@ mod tests {
         let sub = r#"{"healthyRetryPolicy": {"numRetries": 1, "minDelayTarget": 1, "maxDelayTarget": 1}}"#;
         assert_eq!(DeliveryPolicy::effective(Some(sub), Some(topic)).unwrap().num_retries, 1);
         assert!(DeliveryPolicy::effective_topic_text(Some(topic)).contains("\"numRetries\":7"));
+    }
+
+    #[test]
+    fn throttle_policies_come_from_the_subscription_or_the_topic() {
+        let sub = r#"{"throttlePolicy": {"maxReceivesPerSecond": 5}}"#;
+        let topic = r#"{"http": {"defaultThrottlePolicy": {"maxReceivesPerSecond": 9}}}"#;
+        assert_eq!(max_receives_per_second(Some(sub), Some(topic)), Ok(Some(5)));
+        assert_eq!(max_receives_per_second(None, Some(topic)), Ok(Some(9)));
+        assert_eq!(max_receives_per_second(Some("{}"), None), Ok(None));
+        assert!(max_receives_per_second(Some(r#"{"throttlePolicy": {"maxReceivesPerSecond": 0}}"#), None)
+            .is_err());
+        let t = throttle(2).unwrap();
+        assert!(t.check().is_ok() && t.check().is_ok() && t.check().is_err());
     }
 
     #[test]

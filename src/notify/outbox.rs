@@ -297,6 +297,9 @@ async fn send<S: Storage>(
         headers.push(("x-amz-sns-rawdelivery", "true".to_owned()));
     }
     let body = payloads.for_subscriber(sub);
+    if let Some(throttle) = &sub.throttle {
+        throttle.until_ready().await;
+    }
     match deliver.post(&sub.record.endpoint, headers, body).await {
         Ok(status) if (200..300).contains(&status) => Outcome::Delivered,
         Ok(status) if (400..500).contains(&status) && status != 429 => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::delivery::DeliveryPolicy;
+use super::delivery::{max_receives_per_second, throttle, DeliveryPolicy, Throttle};
 use super::error::NotifyError;
 use super::filter::{FilterPolicy, Scope};
 
@@ -96,6 +96,7 @@ pub fn validate_topic_attributes(
             }
             "DeliveryPolicy" => {
                 DeliveryPolicy::parse_topic(value).map_err(|e| bad(&e))?;
+                max_receives_per_second(None, Some(value)).map_err(|e| bad(&e))?;
             }
             n if TOPIC_SETTABLE.contains(&n) => {}
             _ => return Err(NotifyError::invalid(format!("Invalid parameter: AttributeName: {name}"))),
@@ -158,6 +159,9 @@ pub struct Subscription {
     pub filter: Option<FilterPolicy>,
     pub scope: Scope,
     pub delivery: DeliveryPolicy,
+    /// `maxReceivesPerSecond`, and the limiter that keeps to it.
+    pub max_receives_per_second: Option<u32>,
+    pub throttle: Option<Throttle>,
 }
 
 impl Subscription {
@@ -180,9 +184,12 @@ impl Subscription {
             }
             None => None,
         };
-        let delivery = DeliveryPolicy::effective(a.get("DeliveryPolicy").map(String::as_str), topic_delivery)
-            .map_err(|e| NotifyError::invalid(format!("Invalid parameter: DeliveryPolicy: {e}")))?;
-        Ok(Subscription { record, raw, filter, scope, delivery })
+        let own = a.get("DeliveryPolicy").map(String::as_str);
+        let bad = |e: String| NotifyError::invalid(format!("Invalid parameter: DeliveryPolicy: {e}"));
+        let delivery = DeliveryPolicy::effective(own, topic_delivery).map_err(bad)?;
+        let max_receives_per_second = max_receives_per_second(own, topic_delivery).map_err(bad)?;
+        let throttle = max_receives_per_second.and_then(throttle);
+        Ok(Subscription { record, raw, filter, scope, delivery, max_receives_per_second, throttle })
     }
 
     pub fn arn(&self) -> &str {
@@ -205,7 +212,10 @@ impl Subscription {
             out.insert("FilterPolicyScope".into(), self.scope.as_str().to_owned());
         }
         if r.protocol != Protocol::Sqs {
-            out.insert("EffectiveDeliveryPolicy".into(), self.delivery.effective_subscription_text());
+            out.insert(
+                "EffectiveDeliveryPolicy".into(),
+                self.delivery.effective_subscription_text(self.max_receives_per_second),
+            );
         }
         out
     }
