@@ -12,7 +12,9 @@
 #      process, Publish at RATE/s open loop for HTTP_DURATION s; delivery
 #      delay (publish → arrival) p50/p99, and deliveries lost. gatehouse is
 #      killed with SIGKILL halfway through and restarted on the same data:
-#      what it acknowledged before the kill must still arrive.
+#      what it acknowledged before the kill must still arrive. Enveloped
+#      (signed, SNS's default) and raw (HTTP_VARIANTS picks). "cpu s" is
+#      gatehouse's CPU time from the round's start to the kill.
 #
 #   bench/topics.sh
 #   RUNS=5 DURATION=10 bench/topics.sh
@@ -32,6 +34,7 @@ RATE=${RATE:-1000}
 HTTP_DURATION=${HTTP_DURATION:-20}
 SKIP_MOTO=${SKIP_MOTO:-}
 SKIP_FANOUT=${SKIP_FANOUT:-}
+HTTP_VARIANTS=${HTTP_VARIANTS:-enveloped raw}
 AWS_PORT=${AWS_PORT:-19324}
 MOTO_PORT=${MOTO_PORT:-19500}
 
@@ -71,6 +74,9 @@ endpoint() {
         moto) echo "http://127.0.0.1:$MOTO_PORT" ;;
     esac
 }
+
+# CPU time of a process so far, in clock ticks (user + system).
+cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 start_gatehouse
 targets=(gatehouse)
@@ -118,31 +124,41 @@ fi
 
 echo
 echo "## HTTP fan-out: $SUBSCRIBERS subscribers, Publish at $RATE/s for ${HTTP_DURATION}s (gatehouse: SIGKILL at half time, restarted)"
-printf '%-6s %-10s %8s %12s %12s %8s %10s %10s %8s\n' round target acked "pub/s" deliveries lost "p50 ms" "p99 ms" unsent
+printf '%-6s %-10s %-10s %8s %8s %12s %8s %10s %10s %8s %8s\n' round target variant acked "pub/s" deliveries lost \
+    "p50 ms" "p99 ms" unsent "cpu s"
 for round in $(seq "$RUNS"); do
-    for t in "${targets[@]}"; do
-        [ "$t" = moto ] && restart_moto
-        $load --endpoint "$(endpoint "$t")" --name "h$round" http --subscribers "$SUBSCRIBERS" --rate "$RATE" \
-            --duration "$HTTP_DURATION" >"$work/http.out" 2>>"$work/load.log" &
-        load_pid=$!
-        if [ "$t" = gatehouse ]; then
-            sleep $((HTTP_DURATION / 2 + 2))
-            kill -9 "$gh_pid"
-            wait "$gh_pid" 2>/dev/null || true
-            start_gatehouse
-        fi
-        wait "$load_pid" || true
-        stop_moto
-        r=$(grep '^RESULT' "$work/http.out" || true)
-        if [ -z "$r" ]; then echo "$round $t: run failed"; continue; fi
-        echo "$r" | field delay_p99 >>"$work/$t.http.p99"
-        echo "$r" | field lost >>"$work/$t.http.lost"
-        printf '%-6s %-10s %8s %12s %12s %8s %10s %10s %8s\n' "$round" "$t" "$(echo "$r" | field acked)" \
-            "$(echo "$r" | field publish_per_s)" "$(echo "$r" | field deliveries)" "$(echo "$r" | field lost)" \
-            "$(echo "$r" | field delay_p50)" "$(echo "$r" | field delay_p99)" "$(echo "$r" | field unsent)"
+    for variant in $HTTP_VARIANTS; do
+        for t in "${targets[@]}"; do
+            args=(http --subscribers "$SUBSCRIBERS" --rate "$RATE" --duration "$HTTP_DURATION")
+            [ "$variant" = raw ] && args+=(--raw)
+            [ "$t" = moto ] && restart_moto
+            cpu0=$(cpu_of "$gh_pid")
+            $load --endpoint "$(endpoint "$t")" --name "h$round$variant" "${args[@]}" >"$work/http.out" 2>>"$work/load.log" &
+            load_pid=$!
+            cpu=
+            if [ "$t" = gatehouse ]; then
+                sleep $((HTTP_DURATION / 2 + 2))
+                cpu=$(awk -v a="$cpu0" -v b="$(cpu_of "$gh_pid")" 'BEGIN { printf "%.1f", (b - a) / 100 }')
+                kill -9 "$gh_pid"
+                wait "$gh_pid" 2>/dev/null || true
+                start_gatehouse
+            fi
+            wait "$load_pid" || true
+            stop_moto
+            r=$(grep '^RESULT' "$work/http.out" || true)
+            if [ -z "$r" ]; then echo "$round $t $variant: run failed"; continue; fi
+            echo "$r" | field delay_p99 >>"$work/$t.$variant.http.p99"
+            echo "$r" | field lost >>"$work/$t.$variant.http.lost"
+            printf '%-6s %-10s %-10s %8s %8s %12s %8s %10s %10s %8s %8s\n' "$round" "$t" "$variant" \
+                "$(echo "$r" | field acked)" "$(echo "$r" | field publish_per_s)" "$(echo "$r" | field deliveries)" \
+                "$(echo "$r" | field lost)" "$(echo "$r" | field delay_p50)" "$(echo "$r" | field delay_p99)" \
+                "$(echo "$r" | field unsent)" "$cpu"
+        done
     done
 done
-for t in "${targets[@]}"; do
-    [ -s "$work/$t.http.p99" ] &&
-        echo "median $t: delivery p99 $(median <"$work/$t.http.p99") ms, lost $(median <"$work/$t.http.lost")"
+for variant in $HTTP_VARIANTS; do
+    for t in "${targets[@]}"; do
+        [ -s "$work/$t.$variant.http.p99" ] &&
+            echo "median $t $variant: delivery p99 $(median <"$work/$t.$variant.http.p99") ms, lost $(median <"$work/$t.$variant.http.lost")"
+    done
 done

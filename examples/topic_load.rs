@@ -77,6 +77,9 @@ enum Mode {
         /// Seconds to wait after publishing for deliveries to arrive.
         #[arg(long, default_value_t = 60)]
         settle: u64,
+        /// Raw message delivery (no envelope, so no signature per message).
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -323,8 +326,21 @@ async fn publish_mode(
     Ok(())
 }
 
-/// What the in-process subscribers saw: per subscriber, message id → delay.
-type Seen = Arc<Mutex<Vec<HashMap<String, u64>>>>;
+/// What the in-process subscribers saw: per subscriber (each behind its
+/// own lock, so subscribers do not contend), message id → delay.
+type Seen = Arc<Vec<Mutex<HashMap<String, u64>>>>;
+
+/// The fields of a delivered envelope the subscribers read, borrowed from
+/// the body (the generator shares the cores with the server it measures).
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "MessageId", borrow)]
+    message_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "Message", borrow)]
+    message: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "SubscribeURL", borrow)]
+    subscribe_url: Option<std::borrow::Cow<'a, str>>,
+}
 
 async fn subscriber(i: usize, seen: Seen, endpoint: String) -> Result<String, Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -332,31 +348,32 @@ async fn subscriber(i: usize, seen: Seen, endpoint: String) -> Result<String, Er
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            let _ = stream.set_nodelay(true);
             let (seen, endpoint) = (seen.clone(), endpoint.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let (seen, endpoint) = (seen.clone(), endpoint.clone());
                     async move {
-                        let kind = req
-                            .headers()
-                            .get("x-amz-sns-message-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
+                        let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes().to_vec());
+                        let confirmation = header("x-amz-sns-message-type")
+                            .is_some_and(|v| v == b"SubscriptionConfirmation");
+                        let raw_id = header("x-amz-sns-rawdelivery")
+                            .and_then(|_| header("x-amz-sns-message-id"))
+                            .and_then(|id| String::from_utf8(id).ok());
                         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         let now = micros();
-                        if let Ok(env) = serde_json::from_slice::<Value>(&body) {
-                            if kind == "SubscriptionConfirmation" {
-                                let url = env["SubscribeURL"].as_str().unwrap_or("").to_owned();
+                        let arrived = |id: String, msg: &str| {
+                            let sent: u64 = msg.split(':').next().and_then(|t| t.parse().ok()).unwrap_or(now);
+                            seen[i].lock().unwrap().entry(id).or_insert(now.saturating_sub(sent));
+                        };
+                        if let Some(id) = raw_id {
+                            arrived(id, std::str::from_utf8(&body).unwrap_or(""));
+                        } else if let Ok(env) = serde_json::from_slice::<Envelope>(&body) {
+                            if confirmation {
+                                let url = env.subscribe_url.unwrap_or_default().into_owned();
                                 tokio::spawn(confirm(url, endpoint));
-                            } else if let (Some(id), Some(msg)) =
-                                (env["MessageId"].as_str(), env["Message"].as_str())
-                            {
-                                let sent: u64 =
-                                    msg.split(':').next().and_then(|t| t.parse().ok()).unwrap_or(now);
-                                seen.lock().unwrap()[i]
-                                    .entry(id.to_owned())
-                                    .or_insert(now.saturating_sub(sent));
+                            } else if let (Some(id), Some(msg)) = (env.message_id, env.message) {
+                                arrived(id.into_owned(), &msg);
                             }
                         }
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -389,14 +406,22 @@ async fn http_mode(
     duration: u64,
     connections: usize,
     settle: u64,
+    raw: bool,
 ) -> Result<(), Error> {
-    let seen: Seen = Arc::new(Mutex::new(vec![HashMap::new(); subscribers]));
+    let seen: Seen = Arc::new((0..subscribers).map(|_| Mutex::default()).collect());
     let mut c = Conn::new(&cli.endpoint);
     let topic = create_topic(&mut c, &cli.name).await?;
     for i in 0..subscribers {
         let url = subscriber(i, seen.clone(), cli.endpoint.clone()).await?;
-        c.sns(&[("Action", "Subscribe"), ("TopicArn", &topic), ("Protocol", "http"), ("Endpoint", &url)])
-            .await?;
+        let mut params =
+            vec![("Action", "Subscribe"), ("TopicArn", &topic), ("Protocol", "http"), ("Endpoint", &url)];
+        if raw {
+            params.extend([
+                ("Attributes.entry.1.key", "RawMessageDelivery"),
+                ("Attributes.entry.1.value", "true"),
+            ]);
+        }
+        c.sns(&params).await?;
     }
     // Wait for every subscription to be confirmed.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -452,7 +477,7 @@ async fn http_mode(
     let acked: HashSet<String> = std::mem::take(&mut *acked.lock().unwrap());
     let want = acked.len() * subscribers;
     let arrived = |seen: &Seen| {
-        seen.lock().unwrap().iter().map(|s| s.keys().filter(|id| acked.contains(*id)).count()).sum::<usize>()
+        seen.iter().map(|s| s.lock().unwrap().keys().filter(|id| acked.contains(*id)).count()).sum::<usize>()
     };
     let deadline = Instant::now() + Duration::from_secs(settle);
     while arrived(&seen) < want && Instant::now() < deadline {
@@ -460,7 +485,7 @@ async fn http_mode(
     }
     let got = arrived(&seen);
     let delays: Vec<u64> =
-        seen.lock().unwrap().iter().flat_map(|s| s.values().copied().collect::<Vec<_>>()).collect();
+        seen.iter().flat_map(|s| s.lock().unwrap().values().copied().collect::<Vec<_>>()).collect();
     let (p50, p99) = percentiles(delays);
     println!(
         "RESULT acked={} publish_per_s={:.0} deliveries={got} expected={want} lost={} delay_p50={p50:.1} delay_p99={p99:.1} errors={} unsent={}",
@@ -481,8 +506,8 @@ fn main() -> Result<(), Error> {
             Mode::Publish { queues, connections, duration, batch, raw } => {
                 publish_mode(&cli, queues, connections, duration, batch, raw).await
             }
-            Mode::Http { subscribers, rate, duration, connections, settle } => {
-                http_mode(&cli, subscribers, rate, duration, connections, settle).await
+            Mode::Http { subscribers, rate, duration, connections, settle, raw } => {
+                http_mode(&cli, subscribers, rate, duration, connections, settle, raw).await
             }
         }
     })
