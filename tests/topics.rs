@@ -345,6 +345,59 @@ async fn http_subscriptions_wait_for_confirmation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_requests_are_retried_until_the_endpoint_answers() {
+    // Down for the first request, failing for the second, then up.
+    let hook = Hook::scripted(&[503, 500], true).await;
+    let gw = start_queues("").await;
+    let sns = sns(&gw);
+    let topic = sns.create_topic().name("patient").send().await.unwrap().topic_arn.unwrap();
+    let out = sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("http")
+        .endpoint(format!("{}/sns", hook.backend.url))
+        .attributes("DeliveryPolicy", FAST_RETRIES)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.subscription_arn(), Some("PendingConfirmation"));
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        requests.push(hook.next().await);
+    }
+    let envelopes: Vec<Value> = requests.iter().map(|(_, b)| serde_json::from_str(b).unwrap()).collect();
+    for ((headers, _), env) in requests.iter().zip(&envelopes) {
+        assert_eq!(headers["x-amz-sns-message-type"], "SubscriptionConfirmation");
+        assert!(!headers.contains_key("x-amz-sns-subscription-arn"), "{headers:?}");
+        // The same request each time: one message id, one token.
+        assert_eq!(env["MessageId"], envelopes[0]["MessageId"]);
+        assert_eq!(env["Token"], envelopes[0]["Token"]);
+    }
+    verify_signature(&envelopes[2]).await;
+    assert_eq!(hook.script.lock().unwrap().len(), 0);
+    let arn = sns
+        .confirm_subscription()
+        .topic_arn(&topic)
+        .token(envelopes[2]["Token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .subscription_arn
+        .unwrap();
+    assert!(arn.starts_with(&topic));
+    // Once answered, it is not sent again; confirmations are not counted
+    // as message deliveries.
+    sns.publish().topic_arn(&topic).message("after").send().await.unwrap();
+    let (headers, body) = hook.next().await;
+    assert_eq!(headers["x-amz-sns-message-type"], "Notification");
+    assert!(body.contains("after"));
+    assert_eq!(hook.backend.hits(), 4);
+    let text = metrics_text(&gw).await;
+    assert_eq!(metric(&text, "gatehouse_topic_deliveries_total{outcome=\"delivered\"}"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "gatehouse_topic_deliveries_total{outcome=\"retried\"}"), Some(0.0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_attributes_tags_errors_and_the_caller_identity() {
     let gw = start_queues("").await;
     let sns = sns(&gw);
@@ -503,7 +556,15 @@ struct Hook {
 }
 
 impl Hook {
+    /// A subscriber that answers confirmation requests 200 and
+    /// notifications with `statuses` in turn (then 200).
     async fn start(statuses: &[u16]) -> Hook {
+        Hook::scripted(statuses, false).await
+    }
+
+    /// `scripted_confirmations`: confirmation requests take their answers
+    /// from `statuses` too.
+    async fn scripted(statuses: &[u16], scripted_confirmations: bool) -> Hook {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let script =
             std::sync::Arc::new(std::sync::Mutex::new(statuses.iter().rev().copied().collect::<Vec<u16>>()));
@@ -518,10 +579,13 @@ impl Hook {
                     .collect();
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 let body = String::from_utf8_lossy(&body).into_owned();
-                // Confirmations always succeed; notifications follow the script.
                 let confirmation = headers.get("x-amz-sns-message-type").map(String::as_str)
                     == Some("SubscriptionConfirmation");
-                let status = if confirmation { 200 } else { answers.lock().unwrap().pop().unwrap_or(200) };
+                let status = if confirmation && !scripted_confirmations {
+                    200
+                } else {
+                    answers.lock().unwrap().pop().unwrap_or(200)
+                };
                 let _ = tx.send((headers, body));
                 text(status, "")
             }

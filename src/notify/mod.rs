@@ -35,7 +35,6 @@ use arc_swap::ArcSwap;
 use crate::queue::message::{self, Attributes};
 use crate::queue::storage::Storage;
 use crate::queue::{Queue, QueueEngine};
-use envelope::{Kind, Notice};
 pub use error::NotifyError;
 pub use outbox::DeliveryStats;
 use signing::Signer;
@@ -426,7 +425,7 @@ impl<S: Storage> Notifier<S> {
             // Subscribing again while pending asks the endpoint again (the
             // first request may not have reached it).
             if !s.record.confirmed {
-                self.send_confirmation(&topic, s);
+                self.send_confirmation(&topic, s).await?;
             }
             return Ok(s.clone());
         }
@@ -449,7 +448,7 @@ impl<S: Storage> Notifier<S> {
         .await?;
         let sub = self.subscription(&arn)?;
         if !confirmed {
-            self.send_confirmation(&topic, &sub);
+            self.send_confirmation(&topic, &sub).await?;
         }
         Ok(sub)
     }
@@ -626,7 +625,9 @@ impl<S: Storage> Notifier<S> {
         .await?;
         for topic in self.topics() {
             for sub in topic.subscriptions.iter().filter(|s| s.record.declared && !s.record.confirmed) {
-                self.send_confirmation(&topic, sub);
+                if let Err(e) = self.send_confirmation(&topic, sub).await {
+                    tracing::warn!(subscription = %sub.arn(), error = %e, "cannot send the subscription's confirmation request");
+                }
             }
         }
         Ok(())
@@ -653,42 +654,18 @@ impl<S: Storage> Notifier<S> {
             .collect()
     }
 
-    /// Sends a pending HTTP(S) subscription its confirmation request.
-    fn send_confirmation(&self, topic: &Topic, sub: &Subscription) {
-        let (Some(deliver), Some(token)) = (self.deliver.clone(), sub.record.token.clone()) else { return };
-        let message_id = message::uuid_text(fastrand::u128(..));
-        let subscribe_url = self.urls.confirm(&topic.arn, &token);
-        let message = format!(
-            "You have chosen to subscribe to the topic {}.\nTo confirm the subscription, visit the SubscribeURL included in this message.",
-            topic.arn
-        );
-        let attributes = Attributes::new();
-        let notice = Notice {
-            kind: Kind::SubscriptionConfirmation,
-            message_id: &message_id,
-            topic_arn: &topic.arn,
-            subject: None,
-            message: &message,
-            timestamp: &envelope::iso_timestamp(now_ms()),
-            token: Some(&token),
-            subscribe_url: Some(&subscribe_url),
-            unsubscribe_url: None,
-            attributes: &attributes,
-            sequence_number: None,
+    /// Sends a pending HTTP(S) subscription its confirmation request:
+    /// through the outbox, so it is retried per the subscription's
+    /// delivery policy until the endpoint answers.
+    async fn send_confirmation(&self, topic: &Topic, sub: &Subscription) -> Result<(), NotifyError> {
+        let Some(token) = sub.record.token.as_deref().filter(|_| self.deliver.is_some()) else {
+            return Ok(());
         };
-        let body = notice.to_json(&self.signer, &self.urls.signing_cert());
-        let headers = vec![
-            ("x-amz-sns-message-type", Kind::SubscriptionConfirmation.as_str().to_owned()),
-            ("x-amz-sns-message-id", message_id.clone()),
-            ("x-amz-sns-topic-arn", topic.arn.clone()),
-            ("content-type", "text/plain; charset=UTF-8".to_owned()),
-        ];
-        let url = sub.record.endpoint.clone();
-        tokio::spawn(async move {
-            if let Err(e) = deliver.post(&url, headers, body).await {
-                tracing::warn!(endpoint = %url, error = %e, "subscription confirmation not delivered");
-            }
-        });
+        let record = outbox::Pending::confirmation(topic, sub, token).to_request(0)?;
+        for result in self.queues.send(&self.outbox, vec![record]).await? {
+            result.map_err(|e| NotifyError::Internal(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,9 @@
 //! HTTP(S) deliveries, durable: a publish with HTTP(S) subscribers puts
 //! one [`Pending`] record into an internal queue before it is
-//! acknowledged, and delivery workers take records from there. A record is
+//! acknowledged, and delivery workers take records from there. A pending
+//! subscription's confirmation request travels the same way, so it is
+//! retried like a message (and survives a restart) until the endpoint
+//! answers. A record is
 //! deleted only once each of its subscribers has answered 2xx, given up
 //! (4xx other than 429: not retried), or had its failed delivery recorded
 //! for a later attempt (a new record, delayed by the subscription's retry
@@ -14,10 +17,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::envelope::{Kind, Notice};
+use super::envelope::{iso_timestamp, Kind, Notice};
 use super::topic::{Protocol, Subscription, Topic};
 use super::{now_ms, Deliver, Notifier, NotifyError};
-use crate::queue::message::{AttributeValue, Attributes};
+use crate::queue::message::{self, AttributeValue, Attributes};
 use crate::queue::storage::Storage;
 use crate::queue::{Queue, ReceiveRequest, ReceivedMessage, SendRequest};
 
@@ -56,11 +59,59 @@ pub(super) struct Pending {
     /// Not to be tried before this time (retry delays over 15 minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// A `SubscriptionConfirmation` carrying this token, for a pending
+    /// subscription (rather than a notification for confirmed ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
 }
 
 impl Pending {
+    /// The confirmation request of the pending subscription `sub`.
+    pub fn confirmation(topic: &Topic, sub: &Subscription, token: &str) -> Pending {
+        Pending {
+            topic: topic.arn.clone(),
+            id: message::uuid_text(fastrand::u128(..)),
+            subject: None,
+            message: format!(
+                "You have chosen to subscribe to the topic {}.\nTo confirm the subscription, visit the SubscribeURL included in this message.",
+                topic.arn
+            ),
+            per_protocol: BTreeMap::new(),
+            timestamp: iso_timestamp(now_ms()),
+            attributes: Attributes::new(),
+            sequence: None,
+            subscriptions: vec![sub.arn().to_owned()],
+            attempts: 0,
+            not_before_ms: None,
+            confirm: Some(token.to_owned()),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        if self.confirm.is_some() {
+            Kind::SubscriptionConfirmation
+        } else {
+            Kind::Notification
+        }
+    }
+
+    /// Whether `sub` is one this record is still owed to.
+    fn is_for(&self, sub: &Subscription) -> bool {
+        match &self.confirm {
+            None => sub.record.confirmed,
+            Some(token) => !sub.record.confirmed && sub.record.token.as_deref() == Some(token),
+        }
+    }
+
     fn body_for(&self, protocol: Protocol) -> &str {
         self.per_protocol.get(protocol.as_str()).map_or(self.message.as_str(), String::as_str)
+    }
+
+    /// The record as an outbox message, to be taken in `delay_seconds`.
+    pub fn to_request(&self, delay_seconds: u32) -> Result<SendRequest, NotifyError> {
+        let body = serde_json::to_string(self).map_err(|e| NotifyError::Internal(e.to_string()))?;
+        let delay_seconds = (delay_seconds > 0).then_some(delay_seconds);
+        Ok(SendRequest { body, delay_seconds, ..SendRequest::default() })
     }
 }
 
@@ -156,26 +207,28 @@ async fn attempt<S: Storage>(
         return schedule(n, outbox, Pending { not_before_ms: Some(at), ..p }, at - now_ms()).await;
     }
     let Ok(topic) = n.topic(&p.topic) else { return Ok(()) };
-    let subs: Vec<Arc<Subscription>> = p
-        .subscriptions
-        .iter()
-        .filter_map(|arn| topic.subscriptions.iter().find(|s| s.arn() == arn && s.record.confirmed).cloned())
-        .collect();
+    let owed: std::collections::HashSet<&str> = p.subscriptions.iter().map(String::as_str).collect();
+    let subs: Vec<Arc<Subscription>> =
+        topic.subscriptions.iter().filter(|s| owed.contains(s.arn()) && p.is_for(s)).cloned().collect();
     let payloads = Payloads::new(n, &topic, &p);
     let sends = subs.iter().map(|s| send(s, &topic, &p, &payloads, deliver));
     let outcomes = futures_util::future::join_all(sends).await;
+    // Message deliveries are counted; confirmation requests are not.
+    let count = |counter: &AtomicU64| {
+        if p.confirm.is_none() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     // Failed subscribers, by the delay before their next attempt.
     let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (sub, outcome) in subs.iter().zip(outcomes) {
         match outcome {
-            Outcome::Delivered => {
-                n.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            }
+            Outcome::Delivered => count(&n.stats.delivered),
             Outcome::Refused(why) => give_up(n, &topic, sub, &payloads, &why).await?,
             Outcome::Failed(why) => match sub.delivery.jittered_delay(p.attempts + 1) {
                 Some(delay) => {
                     tracing::debug!(subscription = %sub.arn(), error = %why, "delivery failed; retrying");
-                    n.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    count(&n.stats.retried);
                     again.entry(delay.as_millis() as u64).or_default().push(sub.arn().to_owned());
                 }
                 None => give_up(n, &topic, sub, &payloads, &why).await?,
@@ -203,9 +256,7 @@ async fn schedule<S: Storage>(
     // Queue delays are whole seconds: the nearest (retry delays are at least
     // one second, so jitter still spreads longer ones).
     let delay_seconds = ((delay.min(MAX_QUEUE_DELAY).as_millis() + 500) / 1000) as u32;
-    let body = serde_json::to_string(&p).map_err(|e| NotifyError::Internal(e.to_string()))?;
-    let request = SendRequest { body, delay_seconds: Some(delay_seconds), ..SendRequest::default() };
-    let mut sent = n.queues.send(outbox, vec![request]).await?;
+    let mut sent = n.queues.send(outbox, vec![p.to_request(delay_seconds)?]).await?;
     match sent.pop() {
         Some(Ok(_)) => Ok(()),
         Some(Err(e)) => Err(e.into()),
@@ -213,23 +264,20 @@ async fn schedule<S: Storage>(
     }
 }
 
-/// The notice of `p` for one subscriber (`None`: the signed parts only).
-fn notice<'a>(
-    topic: &'a Topic,
-    p: &'a Pending,
-    unsubscribe: Option<&'a str>,
-    protocol: Protocol,
-) -> Notice<'a> {
+/// The notice of `p` for one subscriber: a notification with its
+/// `UnsubscribeURL`, or a confirmation request with its `SubscribeURL`.
+fn notice<'a>(topic: &'a Topic, p: &'a Pending, url: &'a str, protocol: Protocol) -> Notice<'a> {
+    let notification = p.confirm.is_none();
     Notice {
-        kind: Kind::Notification,
+        kind: p.kind(),
         message_id: &p.id,
         topic_arn: &topic.arn,
         subject: p.subject.as_deref(),
         message: p.body_for(protocol),
         timestamp: &p.timestamp,
-        token: None,
-        subscribe_url: None,
-        unsubscribe_url: unsubscribe,
+        token: p.confirm.as_deref(),
+        subscribe_url: (!notification).then_some(url),
+        unsubscribe_url: notification.then_some(url),
         attributes: &p.attributes,
         sequence_number: p.sequence.as_deref(),
     }
@@ -237,7 +285,8 @@ fn notice<'a>(
 
 /// What a record's subscribers are sent: the raw message, or the signed
 /// envelope. The envelope is signed and written once per protocol; each
-/// subscriber's copy differs only in its `UnsubscribeURL`, spliced in.
+/// subscriber's copy differs only in its `UnsubscribeURL`, spliced in. (A
+/// confirmation request goes to one subscriber, with its `SubscribeURL`.)
 struct Payloads<'a, S: Storage> {
     n: &'a Notifier<S>,
     topic: &'a Topic,
@@ -254,6 +303,11 @@ impl<'a, S: Storage> Payloads<'a, S> {
 
     fn for_subscriber(&self, sub: &Subscription) -> String {
         let protocol = sub.record.protocol;
+        if let Some(token) = &self.p.confirm {
+            let url = self.n.urls.confirm(&self.topic.arn, token);
+            let notice = notice(self.topic, self.p, &url, protocol);
+            return notice.to_json(self.n.signer(), &self.n.urls.signing_cert());
+        }
         if sub.raw {
             return self.p.body_for(protocol).to_owned();
         }
@@ -270,7 +324,7 @@ impl<'a, S: Storage> Payloads<'a, S> {
     /// unsubscribe URL goes, cut there. (A URL needs no JSON escaping.)
     fn template(&self, protocol: Protocol) -> (String, String) {
         let marker = format!("{:032x}", fastrand::u128(..));
-        let notice = notice(self.topic, self.p, Some(&marker), protocol);
+        let notice = notice(self.topic, self.p, &marker, protocol);
         let text = notice.to_json(self.n.signer(), &self.n.urls.signing_cert());
         match text.split_once(&marker) {
             Some((head, tail)) => (head.to_owned(), tail.to_owned()),
@@ -287,14 +341,16 @@ async fn send<S: Storage>(
     deliver: &dyn Deliver,
 ) -> Outcome {
     let mut headers = vec![
-        ("x-amz-sns-message-type", Kind::Notification.as_str().to_owned()),
+        ("x-amz-sns-message-type", p.kind().as_str().to_owned()),
         ("x-amz-sns-message-id", p.id.clone()),
         ("x-amz-sns-topic-arn", topic.arn.clone()),
-        ("x-amz-sns-subscription-arn", sub.arn().to_owned()),
         ("content-type", "text/plain; charset=UTF-8".to_owned()),
     ];
-    if sub.raw {
-        headers.push(("x-amz-sns-rawdelivery", "true".to_owned()));
+    if p.confirm.is_none() {
+        headers.push(("x-amz-sns-subscription-arn", sub.arn().to_owned()));
+        if sub.raw {
+            headers.push(("x-amz-sns-rawdelivery", "true".to_owned()));
+        }
     }
     let body = payloads.for_subscriber(sub);
     if let Some(throttle) = &sub.throttle {
@@ -320,6 +376,10 @@ async fn give_up<S: Storage>(
     why: &str,
 ) -> Result<(), NotifyError> {
     let p = payloads.p;
+    if p.confirm.is_some() {
+        tracing::warn!(subscription = %sub.arn(), error = %why, attempts = p.attempts + 1, "subscription confirmation given up; Subscribe again to resend it");
+        return Ok(());
+    }
     let dlq = sub.dead_letter_arn().and_then(|arn| {
         let name = arn.strip_prefix(&n.queues.account().arn_prefix())?.to_owned();
         n.queues.queue(&name).ok()

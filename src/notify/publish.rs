@@ -256,9 +256,9 @@ impl<S: Storage> Notifier<S> {
             subscriptions: subs.iter().map(|s| s.arn().to_owned()).collect(),
             attempts: 0,
             not_before_ms: None,
+            confirm: None,
         };
-        let body = serde_json::to_string(&record).map_err(|e| NotifyError::Internal(e.to_string()))?;
-        Ok(SendRequest { body, ..SendRequest::default() })
+        record.to_request(0)
     }
 
     /// Writes outbox records, durably.
