@@ -669,6 +669,56 @@ async fn http_deliveries_carry_the_envelope_or_the_raw_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_structure_json_gives_each_protocol_its_own_body() {
+    let gw = start_queues("").await;
+    let (sns, sqs) = (sns(&gw), sqs(&gw));
+    let topic = sns.create_topic().name("per-protocol").send().await.unwrap().topic_arn.unwrap();
+    let (enveloped, raw) = (create_queue(&sqs, "env", &[]).await, create_queue(&sqs, "raw", &[]).await);
+    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn("env")).send().await.unwrap();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn("raw"))
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    let hook = Hook::start(&[]).await;
+    hook.subscribe(&sns, &topic, &[]).await;
+    let publish =
+        |message: &str| sns.publish().topic_arn(&topic).message_structure("json").message(message).send();
+
+    publish(r#"{"default": "for everyone", "sqs": "for queues", "http": "for hooks", "email": "unused"}"#)
+        .await
+        .unwrap();
+    let got = receive_all(&sqs, &enveloped).await;
+    let env: Value = serde_json::from_str(got[0].body().unwrap()).unwrap();
+    assert_eq!(env["Message"], "for queues");
+    verify_signature(&env).await;
+    assert_eq!(receive_all(&sqs, &raw).await[0].body(), Some("for queues"));
+    let (_, body) = hook.next().await;
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["Message"], "for hooks");
+    verify_signature(&env).await;
+
+    // A protocol without its own key gets `default`.
+    publish(r#"{"default": "the default", "https": "not for http"}"#).await.unwrap();
+    assert_eq!(receive_all(&sqs, &raw).await[0].body(), Some("the default"));
+    let (_, body) = hook.next().await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["Message"], "the default");
+    receive_all(&sqs, &enveloped).await;
+
+    // Not JSON, no `default`, or a value that is not a string: refused,
+    // and nothing is delivered.
+    for bad in ["plain text", r#"{"sqs": "no default"}"#, r#"{"default": 7}"#] {
+        let err = publish(bad).await.unwrap_err();
+        assert_eq!(sns_code(&err), "InvalidParameter", "{bad}");
+    }
+    assert!(receive_all(&sqs, &raw).await.is_empty());
+    assert!(receive_all(&sqs, &enveloped).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_deliveries_are_retried_with_backoff_and_4xx_is_not() {
     let gw = start_queues("").await;
     let (sns, sqs) = (sns(&gw), sqs(&gw));
@@ -810,6 +860,79 @@ alarms:
         (Some("ALARM"), Some("OK"))
     );
     assert_eq!(recovered["Value"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_watch_messages_in_flight_their_age_and_dead_letters() {
+    let gw = start_queues(
+        "queues:
+  jobs: { visibility_timeout: 1s, dead_letter: { queue: jobs-dlq, max_receives: 1 } }
+  jobs-dlq: {}
+  alerts: {}
+topics:
+  ops: { subscriptions: [ { queue: alerts, raw: true } ] }
+alarms:
+  jobs-busy: { queue: jobs, metric: in_flight, above: 0, notify: [ops] }
+  jobs-old: { queue: jobs, metric: oldest_age, above: 2s, notify: [ops] }
+  jobs-dead: { queue: jobs, metric: dead_letter, above: 0, notify: [ops] }
+",
+    )
+    .await;
+    let sqs = sqs(&gw);
+    let url = |q: &str| format!("http://{}/000000000000/{q}", gw.gh().aws_addr.unwrap());
+    // Collects alarm notifications until every `(alarm, new state)` of
+    // `want` has been seen; the values they reported.
+    let alerts_until = |want: Vec<(&'static str, &'static str)>| {
+        let (sqs, alerts) = (sqs.clone(), url("alerts"));
+        async move {
+            let mut seen: HashMap<(String, String), f64> = HashMap::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !want.iter().all(|(a, s)| seen.contains_key(&(a.to_string(), s.to_string()))) {
+                assert!(std::time::Instant::now() < deadline, "alarms seen: {seen:?}, wanted {want:?}");
+                let out = sqs.receive_message().queue_url(&alerts).wait_time_seconds(2).send().await.unwrap();
+                for m in out.messages.unwrap_or_default() {
+                    let v: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+                    let key = (
+                        v["AlarmName"].as_str().unwrap().to_owned(),
+                        v["NewStateValue"].as_str().unwrap().to_owned(),
+                    );
+                    seen.insert(key, v["Value"].as_f64().unwrap());
+                    sqs.delete_message()
+                        .queue_url(&alerts)
+                        .receipt_handle(m.receipt_handle().unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            seen
+        }
+    };
+    sqs.send_message().queue_url(url("jobs")).message_body("job 1").send().await.unwrap();
+    // Waiting more than two seconds: the oldest message's age fires.
+    let seen = alerts_until(vec![("jobs-old", "ALARM")]).await;
+    assert!(seen[&("jobs-old".into(), "ALARM".into())] > 2.0, "{seen:?}");
+    // Taken and not deleted: in flight, until its visibility ends.
+    let got = sqs.receive_message().queue_url(url("jobs")).send().await.unwrap().messages.unwrap_or_default();
+    assert_eq!(got.len(), 1);
+    alerts_until(vec![("jobs-busy", "ALARM")]).await;
+    // Its visibility ends: nothing in flight.
+    let seen = alerts_until(vec![("jobs-busy", "OK")]).await;
+    assert_eq!(seen[&("jobs-busy".into(), "OK".into())], 0.0);
+    // Received again: past max_receives, so it moves to the dead-letter
+    // queue instead, and the queue holds nothing old any more.
+    let again = sqs.receive_message().queue_url(url("jobs")).wait_time_seconds(1).send().await.unwrap();
+    assert!(again.messages.unwrap_or_default().is_empty());
+    let seen = alerts_until(vec![("jobs-dead", "ALARM"), ("jobs-old", "OK")]).await;
+    assert_eq!(seen[&("jobs-dead".into(), "ALARM".into())], 1.0);
+    let metrics = metrics_text(&gw).await;
+    assert_eq!(
+        metric(&metrics, "gatehouse_alarm_state{alarm=\"jobs-dead\",queue=\"jobs\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "gatehouse_alarm_value{alarm=\"jobs-dead\"}"), Some(1.0));
+    assert_eq!(metric(&metrics, "gatehouse_alarm_state{alarm=\"jobs-busy\",queue=\"jobs\"}"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
