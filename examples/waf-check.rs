@@ -50,7 +50,7 @@ fn main() {
         body_over_limit: OverLimit::InspectPrefix,
         at: KeyPath::root(),
     };
-    let policy = Policy::new(set.clone(), &top, None);
+    let policy = Policy::new(set.clone(), &top, None, 1);
     let text = std::fs::read_to_string(corpus).expect("the corpus reads");
     if timing {
         time(&policy, &text);

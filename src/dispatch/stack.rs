@@ -146,7 +146,7 @@ impl StackParts<'_> {
     /// `waf` section), or its tuning leaves no rule on.
     fn waf(&self, config: &Config, r: &RouteConfig, route: &Arc<String>) -> Option<WafLayer> {
         let (top, tuning) = config.waf_of(r)?;
-        let policy = Policy::new(self.rule_set?.clone(), top, tuning);
+        let policy = Policy::new(self.rule_set?.clone(), top, tuning, config.workers);
         if !policy.has_rules() {
             return None;
         }

@@ -29,6 +29,7 @@ use crate::config::waf::{
 
 use super::inspect::{covers, kinds_of, reads_body, Inspected, Item, Kind, Kinds};
 use super::transform;
+use crate::worker::PerWorker;
 
 /// The patterns of every rule that reads one target through one pipeline.
 struct Group {
@@ -148,9 +149,22 @@ pub struct Policy {
 /// shard is emptied when it holds [`CleanValues::SHARD_BYTES`]: memory
 /// stays bounded, and a client that sends only new values pays what it
 /// would without the cache.
+///
+/// Each data-plane worker has its own shards: a lookup takes a lock no
+/// other thread touches, so the lock's cache line stays on that core (with
+/// shared shards, the two workers of `bench/waf.sh` passed the same header
+/// values' shards back and forth on every request).
 struct CleanValues {
-    shards: Box<[Mutex<Shard>]>,
+    shards: PerWorker<Shards>,
     seed: u64,
+}
+
+struct Shards(Box<[Mutex<Shard>]>);
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards((0..CleanValues::SHARDS).map(|_| Mutex::new(Shard::default())).collect())
+    }
 }
 
 #[derive(Default)]
@@ -163,14 +177,11 @@ impl CleanValues {
     const LONGEST: usize = 128;
     const LONGEST_HEADER: usize = 2048;
     const SHARDS: usize = 16;
-    /// Bytes of values a shard holds (8 MiB in all, with the map's own).
-    const SHARD_BYTES: usize = 512 * 1024;
+    /// Bytes of values a shard holds (4 MiB per worker, with the map's own).
+    const SHARD_BYTES: usize = 256 * 1024;
 
-    fn new() -> Self {
-        Self {
-            shards: (0..Self::SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            seed: RandomState::new().hash_one(0u64) | 1,
-        }
+    fn new(workers: usize) -> Self {
+        Self { shards: PerWorker::new(workers), seed: RandomState::new().hash_one(0u64) | 1 }
     }
 
     /// What identifies a value: its kind, the header's name (`header:NAME`
@@ -201,7 +212,7 @@ impl CleanValues {
     }
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
-        self.shards[(hash >> 60) as usize % Self::SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards.get().0[(hash >> 60) as usize % Self::SHARDS].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn contains(&self, hash: u64, (kind, header, bytes): (u8, &[u8], &[u8])) -> bool {
@@ -270,7 +281,9 @@ pub struct Verdict {
 }
 
 impl Policy {
-    pub fn new(set: Arc<RuleSet>, top: &WafConfig, tuning: Option<&WafTuning>) -> Policy {
+    /// The route's policy; `workers`: the data-plane workers (each keeps
+    /// its own memory of clean values).
+    pub fn new(set: Arc<RuleSet>, top: &WafConfig, tuning: Option<&WafTuning>, workers: usize) -> Policy {
         let paranoia = tuning.and_then(|t| t.paranoia).unwrap_or(top.paranoia);
         let excluded = |r: &RuleSpec| tuning.is_some_and(|t| t.exclude.iter().any(|e| e.covers(r)));
         let enabled: Vec<bool> = set.rules.iter().map(|r| r.paranoia <= paranoia && !excluded(r)).collect();
@@ -297,7 +310,7 @@ impl Policy {
             reach,
             arg_exclusions,
             reads_body,
-            clean: CleanValues::new(),
+            clean: CleanValues::new(workers),
         }
     }
 
@@ -505,7 +518,7 @@ mod tests {
 
     #[test]
     fn scores_add_up_to_the_threshold() {
-        let p = Policy::new(set(RULES), &top(), None);
+        let p = Policy::new(set(RULES), &top(), None, 1);
         let ua = [("user-agent", "t")];
         let v = run(&p, "/?q=1%27%20UNION%20%20SELECT%20x", &ua);
         assert_eq!(ids(&p, &v), [1, 2]);
@@ -519,7 +532,7 @@ mod tests {
 
     #[test]
     fn negated_and_blocking_rules() {
-        let p = Policy::new(set(RULES), &top(), None);
+        let p = Policy::new(set(RULES), &top(), None, 1);
         let v = run(&p, "/", &[]);
         assert_eq!((ids(&p, &v), v.score, v.blocked), (vec![4], 5, true));
         let v = run(&p, "/", &[("user-agent", "t"), ("x-api-version", "${jndi:ldap://x/a}")]);
@@ -534,7 +547,7 @@ mod tests {
             exclude_args: vec![ArgExclusion { rule: RuleRef::Id(1), arg: "query:comment*".into() }],
             ..Default::default()
         };
-        let p = Policy::new(set(RULES), &top(), Some(&tuning));
+        let p = Policy::new(set(RULES), &top(), Some(&tuning), 1);
         let v = run(&p, "/?comment_body=union%20select", &[]);
         assert_eq!(
             ids(&p, &v),
@@ -548,7 +561,7 @@ mod tests {
     #[test]
     fn a_value_clean_before_is_still_checked_where_it_means_more() {
         let rules = "rules:\n  - { id: 9, message: m, family: f, targets: ['header:x-probe'], patterns: ['marker'] }\n";
-        let p = Policy::new(set(rules), &top(), None);
+        let p = Policy::new(set(rules), &top(), None, 1);
         assert!(run(&p, "/", &[("user-agent", "t"), ("x-other", "marker")]).hits.is_empty());
         // The same bytes, now in the header the rule reads.
         assert_eq!(ids(&p, &run(&p, "/", &[("user-agent", "t"), ("x-probe", "marker")])), [9]);
