@@ -531,56 +531,16 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         routes: RouteLayer::new(table.clone()),
     };
 
-    let mut listeners = Vec::new();
-    let mut tls_handles = Vec::new();
-    let mut stats = Vec::new();
-    // sockets[w] holds worker w's socket for every listener it serves.
-    let mut sockets: Vec<WorkerSockets> = (0..workers).map(|_| Vec::new()).collect();
-    for ((l, socks), tls) in config.listen.gateway.iter().zip(bound).zip(plan.tls) {
-        let local = socks[0].local_addr().map_err(|e| {
-            StartError::Unavailable(config.error(vec![Problem::at_value(l.key.key("bind"), e.to_string())]))
-        })?;
-        let tls = tls.map(ReloadableServerConfig::new);
-        if let Some(t) = &tls {
-            tls_handles.push((l.bind, t.clone()));
+    let mut serving = Serving::new(workers);
+    let tls_handles = serving.gateways(&config, bound, plan.tls)?;
+    let (aws_addr, aws_service) = match (&engines, aws_sockets.is_empty()) {
+        (Some(engines), false) => {
+            let (addr, service) = serving.aws(&config, engines, aws_sockets)?;
+            (Some(addr), Some(service))
         }
-        let listener = Listener::new(
-            local,
-            ListenerSpec { tls, limits: l.limits.clone(), workers, balance: l.connection_balance },
-        );
-        stats.push((format!("gateway {local}"), listener.stats.clone()));
-        for (w, sock) in socks.into_iter().enumerate() {
-            sockets[w].push((listener.clone(), sock, Served::Gateway(l.escaped_slashes)));
-        }
-        listeners.push(listener);
-    }
-    let mut aws_addr = None;
-    let mut aws_service = None;
-    if let (Some(engines), Some(first)) = (&engines, aws_sockets.first()) {
-        let local = first.local_addr().map_err(|e| {
-            StartError::Unavailable(
-                config
-                    .error(vec![Problem::at_value(KeyPath::root().key("listen").key("aws"), e.to_string())]),
-            )
-        })?;
-        aws_addr = Some(local);
-        let creds = config.listen.aws.as_ref().map(|a| a.credentials.clone()).unwrap_or_default();
-        let creds = (!creds.is_empty()).then(|| Credentials::new(creds));
-        aws_service = Some(AwsService::new(engines.queues.clone(), Some(engines.topics.clone()), creds));
-        let limits = crate::config::ConnectionLimits {
-            body_timeout: config.listen.aws.as_ref().map(|a| a.body_timeout),
-            ..Default::default()
-        };
-        let listener = Listener::new(
-            local,
-            ListenerSpec { tls: None, limits, workers, balance: ConnectionBalance::Exact },
-        );
-        stats.push((format!("aws {local}"), listener.stats.clone()));
-        for (w, sock) in aws_sockets.into_iter().enumerate() {
-            sockets[w].push((listener.clone(), sock, Served::Aws));
-        }
-        listeners.push(listener);
-    }
+        _ => (None, None),
+    };
+    let Serving { listeners, stats, sockets, .. } = serving;
 
     let topics = engines.as_ref().map(|e| &e.topics);
     let threads = spawn_workers(&config, sockets, &gateway, &aws_service, topics, &phase, &phase_rx).await?;
@@ -599,27 +559,9 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         registry.register_collector(Box::new(TopicCollector::new(engines.topics.clone())));
         spawn_count_refresher(&engines.queues);
     }
-    let mut admin_listener = None;
-    let admin_addr = match admin_socket {
-        None => None,
-        Some(socket) => {
-            let addr = socket.local_addr().ok();
-            let admin = AdminService::new(Arc::new(registry), readiness.clone());
-            let listener = Listener::new(
-                addr.unwrap_or(([127, 0, 0, 1], 0).into()),
-                ListenerSpec {
-                    tls: None,
-                    limits: Default::default(),
-                    workers: 0,
-                    balance: ConnectionBalance::Kernel,
-                },
-            );
-            listener.serve(socket, move |_: ConnInfo| admin.clone(), admin_phase_rx).map_err(|e| {
-                StartError::Unavailable(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
-            })?;
-            admin_listener = Some(listener);
-            addr
-        }
+    let (admin_addr, admin_listener) = match admin_socket {
+        Some(socket) => serve_admin(&config, socket, registry, readiness.clone(), admin_phase_rx)?,
+        None => (None, None),
     };
     readiness.listening.store(true, Ordering::Relaxed);
 
@@ -642,6 +584,124 @@ pub async fn start(config: Config) -> Result<Gatehouse, StartError> {
         workers: threads,
         draining,
     })
+}
+
+/// The data-plane listeners as `start` builds them, and each worker's
+/// sockets for them.
+struct Serving {
+    workers: usize,
+    listeners: Vec<Arc<Listener>>,
+    /// Per listener, its name in metrics and its counters.
+    stats: Vec<(String, Arc<crate::server::ListenerStats>)>,
+    /// `sockets[w]` holds worker w's socket for every listener it serves.
+    sockets: Vec<WorkerSockets>,
+}
+
+impl Serving {
+    fn new(workers: usize) -> Self {
+        Serving {
+            workers,
+            listeners: Vec::new(),
+            stats: Vec::new(),
+            sockets: (0..workers).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Adds `listener`, served by worker w on `socks[w]`.
+    fn add(
+        &mut self,
+        name: String,
+        listener: Arc<Listener>,
+        socks: Vec<std::net::TcpListener>,
+        served: Served,
+    ) {
+        self.stats.push((name, listener.stats.clone()));
+        for (w, sock) in socks.into_iter().enumerate() {
+            self.sockets[w].push((listener.clone(), sock, served));
+        }
+        self.listeners.push(listener);
+    }
+
+    /// The gateway listeners; the handles that reload their certificates.
+    fn gateways(
+        &mut self,
+        config: &Config,
+        bound: Vec<Vec<std::net::TcpListener>>,
+        tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    ) -> Result<Vec<(SocketAddr, ReloadableServerConfig)>, StartError> {
+        let mut handles = Vec::new();
+        for ((l, socks), tls) in config.listen.gateway.iter().zip(bound).zip(tls) {
+            let local = local_addr(config, &socks[0], l.key.key("bind"))?;
+            let tls = tls.map(ReloadableServerConfig::new);
+            if let Some(t) = &tls {
+                handles.push((l.bind, t.clone()));
+            }
+            let spec = ListenerSpec {
+                tls,
+                limits: l.limits.clone(),
+                workers: self.workers,
+                balance: l.connection_balance,
+            };
+            let listener = Listener::new(local, spec);
+            self.add(format!("gateway {local}"), listener, socks, Served::Gateway(l.escaped_slashes));
+        }
+        Ok(handles)
+    }
+
+    /// The AWS listener (SQS, SNS, STS) over `engines`.
+    fn aws(
+        &mut self,
+        config: &Config,
+        engines: &Engines,
+        socks: Vec<std::net::TcpListener>,
+    ) -> Result<(SocketAddr, AwsService<SqliteStorage>), StartError> {
+        let local = local_addr(config, &socks[0], KeyPath::root().key("listen").key("aws"))?;
+        let creds = config.listen.aws.as_ref().map(|a| a.credentials.clone()).unwrap_or_default();
+        let creds = (!creds.is_empty()).then(|| Credentials::new(creds));
+        let service = AwsService::new(engines.queues.clone(), Some(engines.topics.clone()), creds);
+        let limits = crate::config::ConnectionLimits {
+            body_timeout: config.listen.aws.as_ref().map(|a| a.body_timeout),
+            ..Default::default()
+        };
+        let spec =
+            ListenerSpec { tls: None, limits, workers: self.workers, balance: ConnectionBalance::Exact };
+        self.add(format!("aws {local}"), Listener::new(local, spec), socks, Served::Aws);
+        Ok((local, service))
+    }
+}
+
+/// The address `socket` is bound to, or a start error at `key`.
+fn local_addr(
+    config: &Config,
+    socket: &std::net::TcpListener,
+    key: KeyPath,
+) -> Result<SocketAddr, StartError> {
+    socket
+        .local_addr()
+        .map_err(|e| StartError::Unavailable(config.error(vec![Problem::at_value(key, e.to_string())])))
+}
+
+/// Serves the admin listener (metrics, health) on the caller's runtime.
+fn serve_admin(
+    config: &Config,
+    socket: std::net::TcpListener,
+    registry: Registry,
+    readiness: Readiness,
+    phase: watch::Receiver<Phase>,
+) -> Result<(Option<SocketAddr>, Option<Arc<Listener>>), StartError> {
+    let addr = socket.local_addr().ok();
+    let admin = AdminService::new(Arc::new(registry), readiness);
+    let spec = ListenerSpec {
+        tls: None,
+        limits: Default::default(),
+        workers: 0,
+        balance: ConnectionBalance::Kernel,
+    };
+    let listener = Listener::new(addr.unwrap_or(([127, 0, 0, 1], 0).into()), spec);
+    listener.serve(socket, move |_: ConnInfo| admin.clone(), phase).map_err(|e| {
+        StartError::Unavailable(config.error(vec![Problem::at_value(KeyPath::root(), e.to_string())]))
+    })?;
+    Ok((addr, Some(listener)))
 }
 
 /// The sockets of every listener, bound before anything serves.
