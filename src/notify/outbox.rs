@@ -422,3 +422,55 @@ async fn give_up<S: Storage>(
         None => Err(NotifyError::Internal("no result from the dead-letter queue".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::topic::SubscriptionRecord;
+
+    fn sub(confirmed: bool, token: Option<&str>) -> Subscription {
+        let record = SubscriptionRecord {
+            arn: "arn:aws:sns:us-east-1:000000000000:t:1".into(),
+            topic: "t".into(),
+            protocol: Protocol::Http,
+            endpoint: "http://127.0.0.1:1/hook".into(),
+            attributes: BTreeMap::new(),
+            confirmed,
+            token: token.map(str::to_owned),
+            declared: false,
+        };
+        Subscription::new(record, None).unwrap()
+    }
+
+    #[test]
+    fn records_written_before_confirmations_were_queued_still_read_as_notifications() {
+        let old = r#"{"topic":"arn:aws:sns:us-east-1:000000000000:t","id":"m1","message":"hi",
+            "timestamp":"2026-12-01T00:00:00.000Z","subscriptions":["arn:aws:sns:us-east-1:000000000000:t:1"],
+            "attempts":2}"#;
+        let p: Pending = serde_json::from_str(old).unwrap();
+        assert_eq!((p.kind(), p.attempts, p.confirm.as_deref()), (Kind::Notification, 2, None));
+        // It reads the same after a trip through the outbox.
+        let c: Pending = serde_json::from_str(&p.to_request(0).unwrap().body).unwrap();
+        assert_eq!(c.kind(), Kind::Notification);
+    }
+
+    #[test]
+    fn a_record_is_owed_to_confirmed_subscribers_or_to_the_pending_one_it_confirms() {
+        let mut p: Pending = serde_json::from_str(
+            r#"{"topic":"t","id":"m","message":"x","timestamp":"t","subscriptions":[]}"#,
+        )
+        .unwrap();
+        let (confirmed, pending) = (sub(true, None), sub(false, Some("tok")));
+        assert!(p.is_for(&confirmed) && !p.is_for(&pending));
+        p.confirm = Some("tok".into());
+        assert_eq!(p.kind(), Kind::SubscriptionConfirmation);
+        assert!(!p.is_for(&confirmed) && p.is_for(&pending));
+        // A token issued again (or a forged record) confirms nothing else.
+        p.confirm = Some("other".into());
+        assert!(!p.is_for(&pending));
+        let request = p.to_request(3).unwrap();
+        assert_eq!(request.delay_seconds, Some(3));
+        let back: Pending = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(back.confirm.as_deref(), Some("other"));
+    }
+}
