@@ -719,6 +719,50 @@ async fn message_structure_json_gives_each_protocol_its_own_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_to_one_endpoint_waits_for_its_few_connections() {
+    // A subscriber that takes 50 ms per delivery, and 200 messages at once:
+    // without a cap each would open a connection of its own.
+    let slow = backend(|_| async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        text(200, "")
+    })
+    .await;
+    let gw = start_queues(&format!(
+        "topics:\n  burst:\n    subscriptions:\n      - {{ url: \"{}/hook\", confirmed: true, raw: true }}\n",
+        slow.url
+    ))
+    .await;
+    let sns = sns(&gw);
+    let topic = "arn:aws:sns:us-east-1:000000000000:burst";
+    for b in 0..20 {
+        let entries = (0..10).map(|i| {
+            aws_sdk_sns::types::PublishBatchRequestEntry::builder()
+                .id(format!("m{i}"))
+                .message(format!("message {b}-{i}"))
+                .build()
+                .unwrap()
+        });
+        let out = sns
+            .publish_batch()
+            .topic_arn(topic)
+            .set_publish_batch_request_entries(Some(entries.collect()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.successful().len(), 10);
+    }
+    eventually("all 200 delivered", || {
+        let hits = slow.hits();
+        async move { hits >= 200 }
+    })
+    .await;
+    // 8 per endpoint on each of the 2 workers.
+    let opened = slow.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= 16, "{opened} connections for one endpoint");
+    assert_eq!(slow.hits(), 200, "each message once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_deliveries_are_retried_with_backoff_and_4xx_is_not() {
     let gw = start_queues("").await;
     let (sns, sqs) = (sns(&gw), sqs(&gw));

@@ -63,7 +63,7 @@ struct Endpoint {
     path: String,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// One permit per connection that may be open.
-    slots: Arc<Semaphore>,
+    slots: Semaphore,
 }
 
 impl HttpDeliverer {
@@ -142,7 +142,7 @@ impl Endpoint {
             authority,
             path,
             idle: Mutex::new(Vec::new()),
-            slots: Arc::new(Semaphore::new(CONNECTIONS_PER_ENDPOINT)),
+            slots: Semaphore::new(CONNECTIONS_PER_ENDPOINT),
         })
     }
 

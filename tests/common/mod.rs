@@ -81,6 +81,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub url: String,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -117,11 +119,14 @@ where
 {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
     let handler = Arc::new(handler);
     let counter = hits.clone();
+    let accepted = connections.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
@@ -136,7 +141,7 @@ where
             });
         }
     });
-    Backend { addr, url: format!("http://{addr}"), hits, task }
+    Backend { addr, url: format!("http://{addr}"), hits, connections, task }
 }
 
 pub fn full(data: impl Into<Bytes>) -> Body {
