@@ -214,6 +214,23 @@ fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+/// `Subscribe`, with raw message delivery or not.
+async fn subscribe(
+    c: &mut Conn,
+    topic: &str,
+    protocol: &str,
+    endpoint: &str,
+    raw: bool,
+) -> Result<(), Error> {
+    let mut params =
+        vec![("Action", "Subscribe"), ("TopicArn", topic), ("Protocol", protocol), ("Endpoint", endpoint)];
+    if raw {
+        params
+            .extend([("Attributes.entry.1.key", "RawMessageDelivery"), ("Attributes.entry.1.value", "true")]);
+    }
+    c.sns(&params).await.map(drop)
+}
+
 async fn create_topic(c: &mut Conn, name: &str) -> Result<String, Error> {
     let xml = c.sns(&[("Action", "CreateTopic"), ("Name", name)]).await?;
     Ok(texts(&xml, "TopicArn").first().ok_or("CreateTopic: no TopicArn")?.to_string())
@@ -238,15 +255,7 @@ async fn publish_mode(
             .sqs("GetQueueAttributes", serde_json::json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] }))
             .await?;
         let arn = attrs["Attributes"]["QueueArn"].as_str().ok_or("no QueueArn")?.to_owned();
-        let mut params =
-            vec![("Action", "Subscribe"), ("TopicArn", &topic), ("Protocol", "sqs"), ("Endpoint", &arn)];
-        if raw {
-            params.extend([
-                ("Attributes.entry.1.key", "RawMessageDelivery"),
-                ("Attributes.entry.1.value", "true"),
-            ]);
-        }
-        c.sns(&params).await?;
+        subscribe(&mut c, &topic, "sqs", &arn, raw).await?;
         urls.push(url);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -413,15 +422,7 @@ async fn http_mode(
     let topic = create_topic(&mut c, &cli.name).await?;
     for i in 0..subscribers {
         let url = subscriber(i, seen.clone(), cli.endpoint.clone()).await?;
-        let mut params =
-            vec![("Action", "Subscribe"), ("TopicArn", &topic), ("Protocol", "http"), ("Endpoint", &url)];
-        if raw {
-            params.extend([
-                ("Attributes.entry.1.key", "RawMessageDelivery"),
-                ("Attributes.entry.1.value", "true"),
-            ]);
-        }
-        c.sns(&params).await?;
+        subscribe(&mut c, &topic, "http", &url, raw).await?;
     }
     // Wait for every subscription to be confirmed.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -16,6 +16,16 @@ fn queue_arn(name: &str) -> String {
     format!("arn:aws:sqs:us-east-1:000000000000:{name}")
 }
 
+/// Subscribes queue `name` to `topic` (raw delivery or not); the
+/// subscription's ARN.
+async fn subscribe_queue(sns: &aws_sdk_sns::Client, topic: &str, name: &str, raw: bool) -> String {
+    let mut req = sns.subscribe().topic_arn(topic).protocol("sqs").endpoint(queue_arn(name));
+    if raw {
+        req = req.attributes("RawMessageDelivery", "true");
+    }
+    req.send().await.unwrap().subscription_arn.unwrap()
+}
+
 async fn receive_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
     let out = sqs
         .receive_message()
@@ -75,11 +85,7 @@ async fn publish_fans_out_to_every_queue_with_a_signed_envelope_or_raw() {
     for (i, raw) in [false, false, true].into_iter().enumerate() {
         let name = format!("q{i}");
         urls.push(create_queue(&sqs, &name, &[]).await);
-        let mut req = sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn(&name));
-        if raw {
-            req = req.attributes("RawMessageDelivery", "true");
-        }
-        let arn = req.send().await.unwrap().subscription_arn.unwrap();
+        let arn = subscribe_queue(&sns, &topic, &name, raw).await;
         assert!(arn.starts_with(&format!("{topic}:")), "{arn}");
     }
     let published = sns
@@ -218,14 +224,7 @@ async fn fifo_topics_keep_group_order_and_deduplicate_into_fifo_queues() {
         .unwrap();
     let url =
         create_queue(&sqs, "pay.fifo", &[(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")]).await;
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(queue_arn("pay.fifo"))
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
+    subscribe_queue(&sns, &topic, "pay.fifo", true).await;
     // A FIFO topic delivers to queues only.
     let err = sns
         .subscribe()
@@ -674,15 +673,8 @@ async fn message_structure_json_gives_each_protocol_its_own_body() {
     let (sns, sqs) = (sns(&gw), sqs(&gw));
     let topic = sns.create_topic().name("per-protocol").send().await.unwrap().topic_arn.unwrap();
     let (enveloped, raw) = (create_queue(&sqs, "env", &[]).await, create_queue(&sqs, "raw", &[]).await);
-    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn("env")).send().await.unwrap();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(queue_arn("raw"))
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
+    subscribe_queue(&sns, &topic, "env", false).await;
+    subscribe_queue(&sns, &topic, "raw", true).await;
     let hook = Hook::start(&[]).await;
     hook.subscribe(&sns, &topic, &[]).await;
     let publish =

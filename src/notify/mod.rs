@@ -212,9 +212,8 @@ impl<S: Storage> Notifier<S> {
         let this = self.clone();
         async move {
             let Some(deliver) = this.deliver.clone() else { return };
-            let runs = (0..loops.max(1)).map(|_| {
-                outbox::run(this.clone(), this.outbox.clone(), deliver.clone(), this.stop.subscribe())
-            });
+            let runs =
+                (0..loops.max(1)).map(|_| outbox::run(this.clone(), deliver.clone(), this.stop.subscribe()));
             futures_util::future::join_all(runs).await;
         }
     }
@@ -661,11 +660,7 @@ impl<S: Storage> Notifier<S> {
         let Some(token) = sub.record.token.as_deref().filter(|_| self.deliver.is_some()) else {
             return Ok(());
         };
-        let record = outbox::Pending::confirmation(topic, sub, token).to_request(0)?;
-        for result in self.queues.send(&self.outbox, vec![record]).await? {
-            result.map_err(|e| NotifyError::Internal(e.to_string()))?;
-        }
-        Ok(())
+        self.to_outbox(vec![outbox::Pending::confirmation(topic, sub, token).to_request(0)?]).await
     }
 }
 

@@ -22,7 +22,7 @@ use super::topic::{Protocol, Subscription, Topic};
 use super::{now_ms, Deliver, Notifier, NotifyError};
 use crate::queue::message::{self, AttributeValue, Attributes};
 use crate::queue::storage::Storage;
-use crate::queue::{Queue, ReceiveRequest, ReceivedMessage, SendRequest};
+use crate::queue::{ReceiveRequest, ReceivedMessage, SendRequest};
 
 /// The internal queue's name (after `queue::INTERNAL_PREFIX`).
 pub(super) const QUEUE: &str = "sns-deliveries";
@@ -139,7 +139,6 @@ enum Outcome {
 /// Takes records from the outbox and delivers them until `stop` changes.
 pub(super) async fn run<S: Storage>(
     n: Arc<Notifier<S>>,
-    outbox: Arc<Queue>,
     deliver: Arc<dyn Deliver>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -152,11 +151,11 @@ pub(super) async fn run<S: Storage>(
     loop {
         let got = tokio::select! {
             _ = stop.changed() => return,
-            got = n.queues.receive(&outbox, &take) => got,
+            got = n.queues.receive(&n.outbox, &take) => got,
         };
         match got {
             Ok(records) => {
-                let work = records.into_iter().map(|r| handle(&n, &outbox, &*deliver, r));
+                let work = records.into_iter().map(|r| handle(&n, &*deliver, r));
                 futures_util::future::join_all(work).await;
             }
             Err(e) => {
@@ -171,14 +170,9 @@ pub(super) async fn run<S: Storage>(
 }
 
 /// Delivers one record to its subscribers, then deletes it.
-async fn handle<S: Storage>(
-    n: &Notifier<S>,
-    outbox: &Arc<Queue>,
-    deliver: &dyn Deliver,
-    record: ReceivedMessage,
-) {
+async fn handle<S: Storage>(n: &Notifier<S>, deliver: &dyn Deliver, record: ReceivedMessage) {
     let done = match serde_json::from_str::<Pending>(&record.body) {
-        Ok(p) => attempt(n, outbox, deliver, p).await,
+        Ok(p) => attempt(n, deliver, p).await,
         Err(e) => {
             tracing::error!(error = %e, "an unreadable pending delivery is dropped");
             Ok(())
@@ -186,7 +180,7 @@ async fn handle<S: Storage>(
     };
     match done {
         Ok(()) => {
-            if let Err(e) = n.queues.delete(outbox, &[record.receipt_handle]).await {
+            if let Err(e) = n.queues.delete(&n.outbox, &[record.receipt_handle]).await {
                 tracing::warn!(error = %e, "a finished delivery could not be cleared; it may be delivered again");
             }
         }
@@ -197,14 +191,9 @@ async fn handle<S: Storage>(
 
 /// One attempt at every subscriber of `p`; what failed is scheduled again
 /// or given up on. `Err`: the outcome could not be recorded.
-async fn attempt<S: Storage>(
-    n: &Notifier<S>,
-    outbox: &Arc<Queue>,
-    deliver: &dyn Deliver,
-    p: Pending,
-) -> Result<(), NotifyError> {
+async fn attempt<S: Storage>(n: &Notifier<S>, deliver: &dyn Deliver, p: Pending) -> Result<(), NotifyError> {
     if let Some(at) = p.not_before_ms.filter(|at| *at > now_ms()) {
-        return schedule(n, outbox, Pending { not_before_ms: Some(at), ..p }, at - now_ms()).await;
+        return schedule(n, Pending { not_before_ms: Some(at), ..p }, at - now_ms()).await;
     }
     let Ok(topic) = n.topic(&p.topic) else { return Ok(()) };
     let owed: std::collections::HashSet<&str> = p.subscriptions.iter().map(String::as_str).collect();
@@ -237,18 +226,13 @@ async fn attempt<S: Storage>(
     }
     for (delay_ms, subscriptions) in again {
         let next = Pending { subscriptions, attempts: p.attempts + 1, not_before_ms: None, ..p.clone() };
-        schedule(n, outbox, next, delay_ms as i64).await?;
+        schedule(n, next, delay_ms as i64).await?;
     }
     Ok(())
 }
 
 /// Puts `p` back in the outbox, to be taken in `delay_ms`.
-async fn schedule<S: Storage>(
-    n: &Notifier<S>,
-    outbox: &Arc<Queue>,
-    mut p: Pending,
-    delay_ms: i64,
-) -> Result<(), NotifyError> {
+async fn schedule<S: Storage>(n: &Notifier<S>, mut p: Pending, delay_ms: i64) -> Result<(), NotifyError> {
     let delay = Duration::from_millis(delay_ms.max(0) as u64);
     if delay > MAX_QUEUE_DELAY {
         p.not_before_ms = Some(now_ms() + delay_ms);
@@ -256,11 +240,20 @@ async fn schedule<S: Storage>(
     // Queue delays are whole seconds: the nearest (retry delays are at least
     // one second, so jitter still spreads longer ones).
     let delay_seconds = ((delay.min(MAX_QUEUE_DELAY).as_millis() + 500) / 1000) as u32;
-    let mut sent = n.queues.send(outbox, vec![p.to_request(delay_seconds)?]).await?;
-    match sent.pop() {
-        Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(NotifyError::Internal("no result from the outbox".into())),
+    n.to_outbox(vec![p.to_request(delay_seconds)?]).await
+}
+
+impl<S: Storage> Notifier<S> {
+    /// Writes outbox records, durably (publishes, confirmation requests and
+    /// retries all enter the outbox here).
+    pub(super) async fn to_outbox(&self, records: Vec<SendRequest>) -> Result<(), NotifyError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for result in self.queues.send(&self.outbox, records).await? {
+            result.map_err(|e| NotifyError::Internal(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 

@@ -260,17 +260,6 @@ impl<S: Storage> Notifier<S> {
         };
         record.to_request(0)
     }
-
-    /// Writes outbox records, durably.
-    async fn to_outbox(&self, records: Vec<SendRequest>) -> Result<(), NotifyError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        for result in self.queues.send(&self.outbox, records).await? {
-            result.map_err(|e| NotifyError::Internal(e.to_string()))?;
-        }
-        Ok(())
-    }
 }
 
 /// A message's checks before anything is delivered.
