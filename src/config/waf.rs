@@ -256,7 +256,8 @@ pub enum Transform {
     RemoveNulls,
     /// Runs of whitespace become one space.
     CompressWhitespace,
-    /// SQL comments (`/* */`, `--`, `#`) become one space.
+    /// SQL block comments (`/* */`, and the markers of `/*!50000 … */`)
+    /// become one space.
     RemoveComments,
     /// The value as base64 (standard or URL-safe), if it is.
     Base64Decode,

@@ -182,7 +182,7 @@ impl<'r> Inspected<'r> {
             let mut de = serde_json::Deserializer::from_slice(body);
             let mut path = String::new();
             let walked = serde::de::DeserializeSeed::deserialize(
-                JsonWalk { me: self, path: &mut path, depth: 0 },
+                JsonWalk { me: self, path: &mut path, depth: 0, borrowed: None },
                 &mut de,
             )
             .and_then(|()| de.end());
@@ -248,16 +248,19 @@ struct JsonWalk<'a, 'r> {
     me: &'a mut Inspected<'r>,
     path: &'a mut String,
     depth: usize,
+    /// The path as the body has it, when it is a top-level key without
+    /// escapes (the value's name is then borrowed, not copied).
+    borrowed: Option<&'r str>,
 }
 
 impl<'a, 'r> JsonWalk<'a, 'r> {
     fn push(self, bytes: Cow<'r, [u8]>) {
-        let key = Cow::Owned(self.path.clone());
+        let key = self.borrowed.map_or_else(|| Cow::Owned(self.path.clone()), Cow::Borrowed);
         self.me.push_arg("json", key, bytes);
     }
 
-    fn child(&mut self) -> JsonWalk<'_, 'r> {
-        JsonWalk { me: self.me, path: self.path, depth: self.depth + 1 }
+    fn child(&mut self, borrowed: Option<&'r str>) -> JsonWalk<'_, 'r> {
+        JsonWalk { me: self.me, path: self.path, depth: self.depth + 1, borrowed }
     }
 }
 
@@ -332,7 +335,7 @@ impl<'de: 'r, 'r> serde::de::Visitor<'de> for JsonWalk<'_, 'r> {
         loop {
             let len = self.path.len();
             self.path.push_str(&format!("[{i}]"));
-            let more = seq.next_element_seed(self.child())?;
+            let more = seq.next_element_seed(self.child(None))?;
             self.path.truncate(len);
             if more.is_none() {
                 break;
@@ -350,11 +353,15 @@ impl<'de: 'r, 'r> serde::de::Visitor<'de> for JsonWalk<'_, 'r> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             any = true;
             let len = self.path.len();
-            if !self.path.is_empty() {
+            let borrowed = match key {
+                Cow::Borrowed(k) if len == 0 => Some(k),
+                _ => None,
+            };
+            if len != 0 {
                 self.path.push('.');
             }
             self.path.push_str(&key);
-            map.next_value_seed(self.child())?;
+            map.next_value_seed(self.child(borrowed))?;
             self.path.truncate(len);
         }
         if !any && !self.path.is_empty() {

@@ -39,19 +39,46 @@ pub fn step(t: Transform, v: &[u8]) -> Option<Vec<u8>> {
         Transform::RemoveComments => remove_comments(v),
         Transform::Base64Decode => Some(base64_decode(v)),
         Transform::Utf8Overlong => utf8_overlong(v),
-        Transform::CmdLine => {
-            let plain = |&b: &u8| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./:=@%+&?#()[]{}<>|;$*!~`\n".contains(&b)
-            };
-            // A single space between plain bytes also stays as it is.
-            let spaced = v.windows(2).all(|w| !(w[0] == b' ' && w[1] == b' ')) && v.first() != Some(&b' ');
-            if v.iter().all(|b| plain(b) || *b == b' ') && spaced {
-                None
-            } else {
-                Some(cmd_line(v))
+        Transform::CmdLine => needs_cmd_line(v).then(|| cmd_line(v)),
+    }
+}
+
+/// Bytes `cmd_line` leaves as they are, wherever they are (a space only
+/// between others).
+const CMD_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase() || c.is_ascii_digit();
+        b += 1;
+    }
+    let others = b"-_./:=@%+&?#()[]{}<>|;$*!~`\n";
+    let mut i = 0;
+    while i < others.len() {
+        t[others[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Whether `cmd_line` would change `v`: a byte it drops, replaces or
+/// lowers, a space first, or two in a row.
+fn needs_cmd_line(v: &[u8]) -> bool {
+    let mut prev_space = true;
+    for &b in v {
+        if b == b' ' {
+            if prev_space {
+                return true;
             }
+            prev_space = true;
+        } else if CMD_PLAIN[usize::from(b)] {
+            prev_space = false;
+        } else {
+            return true;
         }
     }
+    false
 }
 
 fn push_char(out: &mut Vec<u8>, c: u32) {
@@ -73,9 +100,7 @@ pub fn url_decode(v: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn url_decode_once(v: &[u8]) -> Option<Vec<u8>> {
-    if !v.iter().any(|&b| b == b'%' || b == b'+') {
-        return None;
-    }
+    memchr::memchr2(b'%', b'+', v)?;
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     let mut changed = false;
@@ -363,7 +388,8 @@ fn compress_whitespace(v: &[u8]) -> Option<Vec<u8>> {
 /// Block comments (`/* … */`, an unclosed one to the end) become one
 /// space; MySQL's executable comments (`/*!50000 … */`) keep their text.
 fn remove_comments(v: &[u8]) -> Option<Vec<u8>> {
-    if memchr::memmem::find(v, b"/*").is_none() && memchr::memmem::find(v, b"*/").is_none() {
+    let opens_or_closes = |i: usize| (i > 0 && v[i - 1] == b'/') || v.get(i + 1) == Some(&b'/');
+    if !memchr::memchr_iter(b'*', v).any(opens_or_closes) {
         return None;
     }
     let mut out = Vec::with_capacity(v.len());
@@ -406,7 +432,7 @@ fn base64_decode(v: &[u8]) -> Vec<u8> {
 /// Overlong UTF-8 (two, three and four-byte forms of characters that have
 /// a shorter one) decoded to the character: `C0 AE` is `.`.
 fn utf8_overlong(v: &[u8]) -> Option<Vec<u8>> {
-    if !v.iter().any(|&b| matches!(b, 0xc0 | 0xc1 | 0xe0 | 0xf0)) {
+    if v.is_ascii() || !v.iter().any(|&b| matches!(b, 0xc0 | 0xc1 | 0xe0 | 0xf0)) {
         return None;
     }
     let cont = |b: Option<&u8>| b.filter(|&&b| b & 0xc0 == 0x80).map(|&b| u32::from(b & 0x3f));
@@ -510,5 +536,20 @@ mod tests {
         assert_eq!(t(&[Base64Decode], "not base64 at all!"), "");
         assert_eq!(t(&[UrlDecode, Utf8Overlong], "%c0%ae%c0%ae%c0%afetc"), "../etc");
         assert_eq!(t(&[UrlDecode, Utf8Overlong], "%e0%80%af"), "/");
+    }
+
+    proptest::proptest! {
+        /// The quick tests that let a value through unchanged agree with
+        /// the transforms themselves.
+        #[test]
+        fn a_value_left_as_it_is_is_the_transforms_fixed_point(
+            v in proptest::collection::vec(proptest::sample::select(b" \t/*!-'\"^\\,;aZ9%+&#\0\xc0\xae".to_vec()), 0..24)
+        ) {
+            if !needs_cmd_line(&v) {
+                proptest::prop_assert_eq!(cmd_line(&v), v.clone());
+            }
+            let comment = v.windows(2).any(|w| w == b"/*" || w == b"*/");
+            proptest::prop_assert_eq!(step(RemoveComments, &v).is_some(), comment);
+        }
     }
 }
