@@ -180,7 +180,10 @@ impl<'r> Inspected<'r> {
             self.form_pairs(body, "form");
         } else if essence == b"application/json" || essence.ends_with(b"+json") {
             let mut de = serde_json::Deserializer::from_slice(body);
-            let mut path = String::new();
+            // Room for a value per ~32 bytes of JSON, and for a name's
+            // path, so that neither grows while the body is walked.
+            self.items.reserve(body.len() / 32);
+            let mut path = String::with_capacity(64);
             let walked = serde::de::DeserializeSeed::deserialize(
                 JsonWalk { me: self, path: &mut path, depth: 0, borrowed: None },
                 &mut de,
