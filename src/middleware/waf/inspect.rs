@@ -179,19 +179,19 @@ impl<'r> Inspected<'r> {
         if essence == b"application/x-www-form-urlencoded" {
             self.form_pairs(body, "form");
         } else if essence == b"application/json" || essence.ends_with(b"+json") {
-            let mut de = serde_json::Deserializer::from_slice(body);
             // Room for a value per ~32 bytes of JSON, and for a name's
             // path, so that neither grows while the body is walked.
             self.items.reserve(body.len() / 32);
             let mut path = String::with_capacity(64);
-            let walked = serde::de::DeserializeSeed::deserialize(
-                JsonWalk { me: self, path: &mut path, depth: 0, borrowed: None },
-                &mut de,
-            )
-            .and_then(|()| de.end());
+            let walked = match std::str::from_utf8(body) {
+                // Valid UTF-8 (nearly every body) is checked once, not
+                // string by string.
+                Ok(text) => self.walk_json(&mut path, serde_json::Deserializer::from_str(text)),
+                Err(_) => self.walk_json(&mut path, serde_json::Deserializer::from_slice(body)),
+            };
             // What does not parse is still looked at, whole (beside what
             // was read of it).
-            if walked.is_err() {
+            if !walked {
                 whole(self);
             }
         } else if essence == b"multipart/form-data" {
@@ -208,6 +208,17 @@ impl<'r> Inspected<'r> {
         if self.args > MAX_ARGS {
             whole(self);
         }
+    }
+
+    /// Every name and value of a JSON document, as arguments; `false` if
+    /// it does not parse.
+    fn walk_json<R: serde_json::de::Read<'r>>(
+        &mut self,
+        path: &mut String,
+        mut de: serde_json::Deserializer<R>,
+    ) -> bool {
+        let walk = JsonWalk { me: self, path, depth: 0, borrowed: None };
+        serde::de::DeserializeSeed::deserialize(walk, &mut de).and_then(|()| de.end()).is_ok()
     }
 
     fn push_arg(&mut self, source: &'static str, key: Cow<'r, str>, bytes: Cow<'r, [u8]>) {
