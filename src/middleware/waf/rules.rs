@@ -484,7 +484,6 @@ impl Policy {
             if !self.group_on[g] || !outputs.reached(group.step) || !covers(&group.target, kind, item) {
                 continue;
             }
-            let bytes = outputs.bytes(group.step, value);
             match group.lane {
                 Some(l) if self.lane_whole(l, outputs) => {
                     if !std::mem::replace(&mut outputs.lane_run[l], true) {
@@ -492,7 +491,7 @@ impl Policy {
                         self.match_set(&lane.set, &lane.owners, outputs.bytes(group.step, value), item, scan);
                     }
                 }
-                _ => self.match_set(&group.set, &group.owners, bytes, item, scan),
+                _ => self.match_set(&group.set, &group.owners, outputs.bytes(group.step, value), item, scan),
             }
         }
     }
@@ -501,7 +500,8 @@ impl Policy {
     /// transform left out of the skeleton changed the value on its way).
     fn lane_whole(&self, l: usize, outputs: &Outputs) -> bool {
         let lane = &self.set.lanes[l];
-        lane.groups.iter().all(|&g| !self.group_on[g] || outputs.pure[self.set.groups[g].step])
+        let whole = |step: usize| outputs.reached(step) && outputs.pure[step];
+        lane.groups.iter().all(|&g| !self.group_on[g] || whole(self.set.groups[g].step))
     }
 
     /// Runs `set` over `bytes`, and records which rules matched.
@@ -596,6 +596,7 @@ impl Outputs {
     fn reset(&mut self) {
         self.src.fill(Source::Unreached);
         self.src[0] = Source::Value;
+        self.pure.fill(false);
         self.pure[0] = true;
         self.written.clear();
         self.lane_run.fill(false);
