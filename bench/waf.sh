@@ -38,6 +38,7 @@ CRS=/usr/share/modsecurity-crs
 
 . bench/need.sh
 . bench/nginx-proxy.sh
+. bench/waf-loads.sh
 need wrk wrk
 need nginx nginx
 need_package libnginx-mod-http-modsecurity
@@ -117,27 +118,7 @@ echo "# 1. Accuracy: tests/waf corpora, paranoia 1 (gatehouse: waf-rules/; ModSe
 
 # The loads.
 token=$(./target/release/examples/mint-token)
-query='/api/search?q=red+running+shoes&category=sports%20%26%20outdoors&sort=price&order=asc&page=2&per_page=24&utm_source=newsletter&utm_medium=email&utm_campaign=spring_sale'
-browser=(-H 'User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'
-    -H 'Accept: application/json, text/plain, */*' -H 'Accept-Language: en-US,en;q=0.9'
-    -H 'Cookie: session=8f3a2c1e9b7d4f60a5e1c3b2d4f6a8c0; theme=dark; _ga=GA1.2.1234567890.1712345678')
-python3 - "$work/post.lua" <<'EOF'
-import json, sys
-doc = {"product_id": 48213, "rating": 4, "title": "Comfortable, but runs a little small",
-       "body": ("I've worn these for three weeks of morning runs (5-8 km each) and they're comfortable; "
-                "the cushioning is great on pavement. Sizing: order half a size up -- my usual 42 was tight. "
-                "Colour is exactly as pictured. Would buy again, maybe in blue or grey."),
-       "author": {"name": "Siobhán O'Brien", "email": "siobhan.obrien+reviews@example.com", "country": "IE"},
-       "verified_purchase": True, "helpful_votes": 12, "tags": ["running", "road", "cushioned"],
-       "images": [], "submitted_at": "2026-03-14T08:21:45.120Z",
-       "client": {"app": "shop-web", "version": "4.18.2", "locale": "en-IE"}}
-body = json.dumps(doc)
-body += " " * (1024 - len(body))
-assert len(body) == 1024, len(body)
-with open(sys.argv[1], "w") as f:
-    f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-    f.write("wrk.body = %s\n" % json.dumps(body))
-EOF
+waf_post_lua "$work/post.lua"
 
 run() { # variant load
     local url auth=()
@@ -148,8 +129,8 @@ run() { # variant load
     esac
     [ "$1" = c ] && auth=(-H "Authorization: Bearer $token")
     case $2 in
-        get) measure "$url$query" "${browser[@]}" "${auth[@]}" ;;
-        post) measure "$url/api/reviews" "${browser[@]}" "${auth[@]}" -s "$work/post.lua" ;;
+        get) measure "$url$waf_query" "${waf_browser[@]}" "${auth[@]}" ;;
+        post) measure "$url/api/reviews" "${waf_browser[@]}" "${auth[@]}" -s "$work/post.lua" ;;
     esac
 }
 

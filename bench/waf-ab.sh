@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# WAF A/B: two gatehouse binaries up side by side, each with bench/waf.sh's
+# routes a (`waf: off`), b (the shipped rules) and c (rules + RS256 JWT +
+# a throttle), under bench/waf.sh's two loads, in interleaved rounds (the
+# binary that goes first alternates). Prints, per binary and load, the
+# medians of the per-round ratios b/a and c/a, and new a / old a. On a
+# shared, noisy machine this compares a change where a full bench/waf.sh
+# run cannot: both binaries meet the same noise in the same minutes.
+#
+#   OLD=/tmp/gatehouse-before bench/waf-ab.sh       # NEW: target/release/gatehouse
+#   OLD=... NEW=... RUNS=12 DURATION=3s bench/waf-ab.sh
+#
+# Installs wrk from Debian if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${OLD:?OLD=path to the gatehouse binary to compare against}"
+NEW=${NEW:-target/release/gatehouse}
+RUNS=${RUNS:-8}
+DURATION=${DURATION:-3s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+UPSTREAM_PORT=${UPSTREAM_PORT:-19300}
+OLD_PORT=${OLD_PORT:-19303}
+NEW_PORT=${NEW_PORT:-19304}
+
+. bench/need.sh
+. bench/waf-loads.sh
+need wrk wrk
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin gatehouse --example upstream --example mint-token
+. bench/work.sh
+
+./target/release/examples/upstream --port "$UPSTREAM_PORT" --name static >/dev/null &
+pids+=($!)
+cp examples/jwt/jwks.json "$work/jwks.json"
+for v in old new; do
+    port=$([ $v = old ] && echo "$OLD_PORT" || echo "$NEW_PORT")
+    cat >"$work/$v.yaml" <<YAML
+listen:
+  gateway: { bind: "127.0.0.1:$port" }
+  admin: off
+  aws: off
+log: { access: false, level: error }
+waf: { rules: $PWD/waf-rules }
+auth:
+  jwt:
+    demo: { issuer: https://id.example.test/, audiences: [orders-api], jwks_file: jwks.json }
+upstreams:
+  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
+routes:
+  - { name: a, path: /a/*, strip_prefix: /a, upstream: static, waf: off }
+  - { name: b, path: /b/*, strip_prefix: /b, upstream: static }
+  - { name: c, path: /c/*, strip_prefix: /c, upstream: static, auth: demo, throttle: { rate: 1000000/s, burst: 1000000 } }
+YAML
+done
+"$OLD" serve --config "$work/old.yaml" >"$work/old.log" 2>&1 &
+pids+=($!)
+"$NEW" serve --config "$work/new.yaml" >"$work/new.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$OLD_PORT/a/healthz"
+wait_for "http://127.0.0.1:$NEW_PORT/a/healthz"
+token=$(./target/release/examples/mint-token)
+waf_post_lua "$work/post.lua"
+
+run() { # port route load
+    local auth=()
+    [ "$2" = c ] && auth=(-H "Authorization: Bearer $token")
+    case $3 in
+        get) measure "http://127.0.0.1:$1/$2$waf_query" "${waf_browser[@]}" "${auth[@]}" ;;
+        post) measure "http://127.0.0.1:$1/$2/api/reviews" "${waf_browser[@]}" "${auth[@]}" -s "$work/post.lua" ;;
+    esac
+}
+
+echo "# wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS interleaved rounds, $(nproc) cores"
+echo "# old: $OLD; new: $NEW"
+for load in get post; do
+    for round in $(seq "$RUNS"); do
+        order="old new"
+        [ $((round % 2)) -eq 0 ] && order="new old"
+        for v in $order; do
+            port=$([ $v = old ] && echo "$OLD_PORT" || echo "$NEW_PORT")
+            for route in a b c; do
+                read -r rps _ < <(run "$port" "$route" "$load")
+                echo "$rps" >>"$work/$load-$v-$route"
+                printf '%-5s %-3s %-4s %-2s %10s\n' "$load" "$round" "$v" "$route" "$rps"
+            done
+        done
+    done
+done
+
+ratio() { # load v1 route1 v2 route2
+    paste "$work/$1-$2-$3" "$work/$1-$4-$5" | awk '{ printf "%.4f\n", $1 / $2 }' | median
+}
+echo
+printf '%-5s %-4s %10s %8s %8s\n' load bin "a req/s" "b / a" "c / a"
+for load in get post; do
+    for v in old new; do
+        printf '%-5s %-4s %10s %8.3f %8.3f\n' "$load" "$v" "$(median <"$work/$load-$v-a")" \
+            "$(ratio "$load" "$v" b "$v" a)" "$(ratio "$load" "$v" c "$v" a)"
+    done
+    printf '%-5s new a / old a: %.3f\n' "$load" "$(ratio "$load" new a old a)"
+done
+echo "(medians over rounds; ratios are medians of per-round ratios)"
