@@ -104,10 +104,17 @@ fn framing_is_suspect(head: &[u8]) -> bool {
         })
         .collect();
     let has = |name: &str| framing.iter().any(|(n, _)| n == name);
-    let garbled = framing.iter().any(|(name, value)| match std::str::from_utf8(value) {
-        Err(_) => true,
-        Ok(text) if name == "transfer-encoding" => text.split(',').any(|c| c.trim().is_empty()),
-        Ok(text) => {
+    // Text as `HeaderValue::to_str` has it: visible ASCII, space and tab
+    // (hyper reads a `Transfer-Encoding` with other bytes, valid UTF-8
+    // included, as not chunked).
+    let text = |v: &[u8]| {
+        let v = v.strip_suffix(b"\r").unwrap_or(v);
+        v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)).then(|| String::from_utf8_lossy(v).into_owned())
+    };
+    let garbled = framing.iter().any(|(name, value)| match text(value) {
+        None => true,
+        Some(text) if name == "transfer-encoding" => text.split(',').any(|c| c.trim().is_empty()),
+        Some(text) => {
             let items: Vec<&str> = text.split(',').map(str::trim).collect();
             !items.iter().all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) && *i == items[0])
         }

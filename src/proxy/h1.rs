@@ -342,8 +342,14 @@ fn parse_head(
         // The headers that decide framing and reuse are read here, while
         // the names are at hand, rather than looked up afterwards.
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
-            let value = std::str::from_utf8(h.value)
-                .map_err(|_| broken(format!("invalid value for header {name}")))?;
+            // Visible ASCII only, as `HeaderValue::to_str` has it: hyper
+            // reads a framing value with other bytes (UTF-8 included) as
+            // "not chunked", so such a value means different bodies to
+            // different readers.
+            let value = Some(h.value)
+                .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .ok_or_else(|| broken(format!("invalid value for header {name}")))?;
             if name == header::CONTENT_LENGTH {
                 body.content_length(value)?;
             } else if name == header::TRANSFER_ENCODING {
@@ -686,6 +692,8 @@ mod tests {
         assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nhello\r\n0\r\n\r\n").is_err());
         assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n").is_err());
         assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n").is_err());
+        // Not visible ASCII, though valid UTF-8: hyper reads it as not chunked.
+        assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: \u{6dc}x, chunked\r\n\r\n0\r\n\r\n").is_err());
         assert_eq!(
             read_whole_response(&Method::HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
             ok(200, "")
