@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WAF A/B: two gatehouse binaries up side by side, each with bench/waf.sh's
 # routes a (`waf: off`), b (the shipped rules) and c (rules + RS256 JWT +
-# a throttle), under bench/waf.sh's two loads, in interleaved rounds (the
+# a throttle), under bench/waf.sh's loads (LOADS: get, post, and unique,
+# the POST with its text new on every request), in interleaved rounds (the
 # binary that goes first alternates). Prints, per binary and load, the
 # medians of the per-round ratios b/a and c/a, and new a / old a. On a
 # shared, noisy machine this compares a change where a full bench/waf.sh
@@ -19,6 +20,7 @@ RUNS=${RUNS:-8}
 DURATION=${DURATION:-3s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
+LOADS=${LOADS:-get post unique}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19300}
 OLD_PORT=${OLD_PORT:-19303}
 NEW_PORT=${NEW_PORT:-19304}
@@ -60,19 +62,20 @@ wait_for "http://127.0.0.1:$OLD_PORT/a/healthz"
 wait_for "http://127.0.0.1:$NEW_PORT/a/healthz"
 token=$(./target/release/examples/mint-token)
 waf_post_lua "$work/post.lua"
+waf_post_lua "$work/unique.lua" unique
 
 run() { # port route load
     local auth=()
     [ "$2" = c ] && auth=(-H "Authorization: Bearer $token")
     case $3 in
         get) measure "http://127.0.0.1:$1/$2$waf_query" "${waf_browser[@]}" "${auth[@]}" ;;
-        post) measure "http://127.0.0.1:$1/$2/api/reviews" "${waf_browser[@]}" "${auth[@]}" -s "$work/post.lua" ;;
+        post | unique) measure "http://127.0.0.1:$1/$2/api/reviews" "${waf_browser[@]}" "${auth[@]}" -s "$work/$3.lua" ;;
     esac
 }
 
 echo "# wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS interleaved rounds, $(nproc) cores"
 echo "# old: $OLD; new: $NEW"
-for load in get post; do
+for load in $LOADS; do
     for round in $(seq "$RUNS"); do
         order="old new"
         [ $((round % 2)) -eq 0 ] && order="new old"
@@ -92,7 +95,7 @@ ratio() { # load v1 route1 v2 route2
 }
 echo
 printf '%-5s %-4s %10s %8s %8s\n' load bin "a req/s" "b / a" "c / a"
-for load in get post; do
+for load in $LOADS; do
     for v in old new; do
         printf '%-5s %-4s %10s %8.3f %8.3f\n' "$load" "$v" "$(median <"$work/$load-$v-a")" \
             "$(ratio "$load" "$v" b "$v" a)" "$(ratio "$load" "$v" c "$v" a)"

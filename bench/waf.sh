@@ -13,9 +13,12 @@
 #      c       gatehouse with WAF + RS256 JWT + a throttle admitting all
 #      nginx   nginx's plain proxy
 #      modsec  nginx + ModSecurity + CRS
-#    under two loads: a GET with a realistic query string and browser
-#    headers, and a 1 KiB JSON POST. Rounds interleave (the order reverses
-#    every other round); ratios are medians of per-round ratios.
+#    under three loads (LOADS): a GET with a realistic query string and
+#    browser headers (get), a 1 KiB JSON POST (post: wrk sends the same
+#    body every time, so its long review text is remembered as clean from
+#    its second request on), and that POST with its text new on every
+#    request (unique: what free text costs). Rounds interleave (the order
+#    reverses every other round); ratios are medians of per-round ratios.
 #
 #   bench/waf.sh                  # RUNS=3 DURATION=5s CONNS=64
 #   NO_BUILD=1 RUNS=5 bench/waf.sh
@@ -28,6 +31,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
+LOADS=${LOADS:-get post unique}
 THREADS=${THREADS:-2}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19100}
 NGINX_PORT=${NGINX_PORT:-19101}
@@ -119,6 +123,7 @@ echo "# 1. Accuracy: tests/waf corpora, paranoia 1 (gatehouse: waf-rules/; ModSe
 # The loads.
 token=$(./target/release/examples/mint-token)
 waf_post_lua "$work/post.lua"
+waf_post_lua "$work/unique.lua" unique
 
 run() { # variant load
     local url auth=()
@@ -130,12 +135,12 @@ run() { # variant load
     [ "$1" = c ] && auth=(-H "Authorization: Bearer $token")
     case $2 in
         get) measure "$url$waf_query" "${waf_browser[@]}" "${auth[@]}" ;;
-        post) measure "$url/api/reviews" "${waf_browser[@]}" "${auth[@]}" -s "$work/post.lua" ;;
+        post | unique) measure "$url/api/reviews" "${waf_browser[@]}" "${auth[@]}" -s "$work/$2.lua" ;;
     esac
 }
 
 variants="a b c nginx modsec"
-for load in get post; do
+for load in $LOADS; do
     for v in $variants; do DURATION=2s run "$v" "$load" >/dev/null; done
 done
 echo
@@ -144,7 +149,7 @@ printf '%-6s %-5s %-7s %12s %10s\n' round load variant "req/s" "p99 ms"
 for round in $(seq "$RUNS"); do
     order=$variants
     [ $((round % 2)) -eq 0 ] && order=$(echo "$variants" | tr ' ' '\n' | tac | tr '\n' ' ')
-    for load in get post; do
+    for load in $LOADS; do
         for v in $order; do
             read -r rps p99 < <(run "$v" "$load")
             echo "$rps" >>"$work/$load-$v.rps"
@@ -159,7 +164,7 @@ ratio() { # load variant base
 }
 echo
 printf '%-5s %-7s %10s %9s %8s %9s %10s\n' load variant "req/s" "p99 ms" "vs a" "vs nginx" "vs modsec"
-for load in get post; do
+for load in $LOADS; do
     for v in $variants; do
         printf '%-5s %-7s %10s %9s %7.2fx %8.2fx %9.1fx\n' "$load" "$v" \
             "$(median <"$work/$load-$v.rps")" "$(median <"$work/$load-$v.p99")" \

@@ -91,7 +91,7 @@ pub struct Item<'r> {
 }
 
 impl<'r> Item<'r> {
-    fn plain(kind: Kind, source: &'static str, bytes: &'r [u8]) -> Self {
+    pub(super) fn plain(kind: Kind, source: &'static str, bytes: &'r [u8]) -> Self {
         Item { kind, source, key: Cow::Borrowed(""), bytes: Cow::Borrowed(bytes) }
     }
 
@@ -293,6 +293,21 @@ impl<'de: 'r, 'r> serde::de::DeserializeSeed<'de> for JsonWalk<'_, 'r> {
 
 use serde::Deserialize as _;
 
+/// `n` in decimal, written at the end of `digits` (numbers and indexes
+/// are in most JSON bodies, and `fmt` costs several hundred instructions
+/// each).
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
+        }
+    }
+}
+
 impl<'de: 'r, 'r> serde::de::Visitor<'de> for JsonWalk<'_, 'r> {
     type Value = ();
 
@@ -306,12 +321,17 @@ impl<'de: 'r, 'r> serde::de::Visitor<'de> for JsonWalk<'_, 'r> {
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.push(Cow::Owned(v.to_string().into_bytes()));
+        let mut text = Vec::with_capacity(20);
+        if v < 0 {
+            text.push(b'-');
+        }
+        text.extend_from_slice(decimal(v.unsigned_abs(), &mut [0; 20]));
+        self.push(Cow::Owned(text));
         Ok(())
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.push(Cow::Owned(v.to_string().into_bytes()));
+        self.push(Cow::Owned(decimal(v, &mut [0; 20]).to_vec()));
         Ok(())
     }
 
@@ -345,10 +365,12 @@ impl<'de: 'r, 'r> serde::de::Visitor<'de> for JsonWalk<'_, 'r> {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        let mut i = 0;
+        let mut i = 0u64;
         loop {
             let len = self.path.len();
-            self.path.push_str(&format!("[{i}]"));
+            self.path.push('[');
+            self.path.push_str(std::str::from_utf8(decimal(i, &mut [0; 20])).expect("digits"));
+            self.path.push(']');
             let more = seq.next_element_seed(self.child(None))?;
             self.path.truncate(len);
             if more.is_none() {
@@ -600,6 +622,34 @@ mod tests {
         assert!(collect(&i, Target::Body).is_empty());
         let bad = Inspected::new((&p.method, &p.uri, &p.headers), "/j", Some(b"{not json"));
         assert_eq!(collect(&bad, Target::Body).len(), 1, "what does not parse is inspected whole");
+    }
+
+    #[test]
+    fn json_numbers_and_indexes_are_written_as_display_writes_them() {
+        let p = parts("/j", &[("content-type", "application/json")]);
+        let body = br#"{"n":[0,-7,18446744073709551615,-9223372036854775808,1.5,5,6,7,8,9,10,42]}"#;
+        let i = Inspected::new((&p.method, &p.uri, &p.headers), "/j", Some(body));
+        let args = collect(&i, Target::Args);
+        let values: Vec<&str> = args.iter().map(|(_, v)| v.as_str()).collect();
+        let want = [
+            "0",
+            "-7",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1.5",
+            "5",
+            "6",
+            "7",
+            "8",
+            "9",
+            "10",
+            "42",
+        ];
+        assert_eq!(values, want);
+        assert_eq!(args[11].0, "json:n[11]");
+        for n in [0, 9, 10, 99, 100, 12345, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -208,21 +208,25 @@ pub struct Policy {
     pub threshold: u32,
     /// Whether any enabled rule reads the body.
     pub reads_body: bool,
-    /// Short values no pattern of the route matched.
+    /// Values no pattern of the route matched.
     clean: CleanValues,
 }
 
 /// Values no pattern matched before, so that a value seen again (a header
 /// every client sends, a client's token, an argument's or cookie's name, a
-/// `sort=price`) costs a lookup instead of a walk through every group.
-/// Header values up to [`CleanValues::LONGEST_HEADER`] bytes are kept (a
-/// client sends the same ones request after request), other values up to
-/// [`CleanValues::LONGEST`] (arguments vary; short ones repeat). Entries
-/// are kept whole: a lookup compares the bytes, so no collision can pass a
-/// value that was never checked (the hash only spreads the entries). A
-/// shard is emptied when it holds [`CleanValues::SHARD_BYTES`]: memory
-/// stays bounded, and a client that sends only new values pays what it
-/// would without the cache.
+/// `sort=price`, a GraphQL query document, the same JSON an API client
+/// posts every minute) costs a lookup instead of a walk through every
+/// group. Values up to [`CleanValues::LONGEST`] bytes are kept: short ones
+/// (up to [`CleanValues::SHORT`], header values up to
+/// [`CleanValues::SHORT_HEADER`]) from their first check, longer ones from
+/// their second (free text is mostly new on every request, and copying it
+/// into the memory would only push out what repeats: a small table of
+/// hashes, [`Memory::seen`], admits a long value once it comes back).
+/// Entries are kept whole: a lookup compares the bytes, so no collision can
+/// pass a value that was never checked (the hash only spreads the entries
+/// and admits them). A shard is emptied when it holds
+/// [`CleanValues::SHARD_BYTES`]: memory stays bounded, and a client that
+/// sends only new values pays what it would without the cache.
 ///
 /// Each data-plane worker has its own memory, locked once per request: the
 /// lock is one no other thread takes, so its cache line stays on that core
@@ -235,11 +239,20 @@ struct CleanValues {
 }
 
 /// One worker's clean values, in shards emptied one at a time.
-struct Memory(Box<[Shard]>);
+struct Memory {
+    shards: Box<[Shard]>,
+    /// The hashes of long values checked once and found clean, by the
+    /// hash's low bits (a newer one takes the slot): the second check of
+    /// the same value admits it.
+    seen: Box<[u64]>,
+}
 
 impl Default for Memory {
     fn default() -> Self {
-        Memory((0..CleanValues::SHARDS).map(|_| Shard::default()).collect())
+        Memory {
+            shards: (0..CleanValues::SHARDS).map(|_| Shard::default()).collect(),
+            seen: vec![0; CleanValues::SEEN].into_boxed_slice(),
+        }
     }
 }
 
@@ -254,8 +267,16 @@ struct Shard {
 type ValueId<'a> = (u8, &'a [u8], &'a [u8]);
 
 impl CleanValues {
-    const LONGEST: usize = 128;
-    const LONGEST_HEADER: usize = 2048;
+    /// Values up to this long are remembered from their first check;
+    /// header values (a client sends the same ones request after request)
+    /// up to [`CleanValues::SHORT_HEADER`].
+    const SHORT: usize = 128;
+    const SHORT_HEADER: usize = 2048;
+    const LONGEST: usize = 4096;
+    /// Header names up to this long (`header:NAME` values are kept with it).
+    const LONGEST_NAME: usize = 128;
+    /// Slots of [`Memory::seen`] (32 KiB per worker).
+    const SEEN: usize = 4096;
     const SHARDS: usize = 16;
     /// Bytes of values a shard holds (4 MiB per worker, with the map's own).
     const SHARD_BYTES: usize = 256 * 1024;
@@ -271,11 +292,12 @@ impl CleanValues {
 
     /// The value's identity, or `None` for one too long to keep.
     fn parts<'a>(kind: Kind, item: &'a Item<'_>, bytes: &'a [u8]) -> Option<ValueId<'a>> {
-        let (header, longest) = match kind {
-            Kind::HeaderValue => (item.key.as_bytes(), Self::LONGEST_HEADER),
-            _ => (&b""[..], Self::LONGEST),
+        let header = match kind {
+            Kind::HeaderValue => item.key.as_bytes(),
+            _ => &b""[..],
         };
-        (bytes.len() <= longest && header.len() <= Self::LONGEST).then_some((kind as u8, header, bytes))
+        (bytes.len() <= Self::LONGEST && header.len() <= Self::LONGEST_NAME)
+            .then_some((kind as u8, header, bytes))
     }
 
     /// A multiply-rotate hash under a per-process seed (fast for short
@@ -306,7 +328,23 @@ fn word(c: &[u8]) -> u64 {
 
 impl Memory {
     fn shard(&mut self, hash: u64) -> &mut Shard {
-        &mut self.0[(hash >> 60) as usize % CleanValues::SHARDS]
+        &mut self.shards[(hash >> 60) as usize % CleanValues::SHARDS]
+    }
+
+    /// Remembers a value found clean: a short one now, a long one when
+    /// this is its second check.
+    fn remember(&mut self, hash: u64, id: ValueId<'_>) {
+        let short = match id.0 == Kind::HeaderValue as u8 {
+            true => CleanValues::SHORT_HEADER,
+            false => CleanValues::SHORT,
+        };
+        if id.2.len() > short {
+            let slot = &mut self.seen[hash as usize % CleanValues::SEEN];
+            if std::mem::replace(slot, hash) != hash {
+                return;
+            }
+        }
+        self.insert(hash, id);
     }
 
     fn contains(&mut self, hash: u64, (kind, header, bytes): ValueId<'_>) -> bool {
@@ -459,7 +497,7 @@ impl Policy {
         self.transform(0, kind, value, outputs);
         self.run(kind, value, item, outputs, scan);
         if let (false, Some((p, h))) = (scan.matched, id) {
-            clean.insert(h, p);
+            clean.remember(h, p);
         }
     }
 
@@ -756,6 +794,28 @@ mod tests {
         assert_eq!(ids(&p, &run(&p, "/", &[("user-agent", "t"), ("x-probe", "marker")])), [9]);
         // And a value that matched is never taken for clean.
         assert_eq!(ids(&p, &run(&p, "/", &[("user-agent", "t"), ("x-probe", "marker")])), [9]);
+    }
+
+    #[test]
+    fn long_values_are_remembered_from_their_second_check() {
+        let clean = CleanValues::new(1);
+        let mut memory = clean.local();
+        let item = Item::plain(Kind::ArgValue, "q", b"");
+        let id = |bytes: &'static [u8]| {
+            let id = CleanValues::parts(Kind::ArgValue, &item, bytes).expect("kept");
+            (id, clean.hash(id))
+        };
+        let (short, h) = id(b"price");
+        memory.remember(h, short);
+        assert!(memory.contains(h, short), "a short value, from its first check");
+        let text: &'static [u8] = "a review with nothing in it. ".repeat(10).leak().as_bytes();
+        let (long, h) = id(text);
+        memory.remember(h, long);
+        assert!(!memory.contains(h, long), "a long value, not from its first check");
+        memory.remember(h, long);
+        assert!(memory.contains(h, long), "but from its second");
+        let huge: &'static [u8] = vec![b'a'; CleanValues::LONGEST + 1].leak();
+        assert!(CleanValues::parts(Kind::ArgValue, &item, huge).is_none());
     }
 
     #[test]
