@@ -819,6 +819,31 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_stays_bounded_and_answers_only_for_the_same_bytes() {
+        let clean = CleanValues::new(1);
+        let mut memory = clean.local();
+        let item = Item::plain(Kind::ArgValue, "q", b"");
+        let values: Vec<Vec<u8>> = (0..100_000).map(|i| format!("value-{i}").into_bytes()).collect();
+        for v in &values {
+            let id = CleanValues::parts(Kind::ArgValue, &item, v).expect("short");
+            let h = clean.hash(id);
+            memory.insert(h, id);
+            assert!(memory.contains(h, id));
+        }
+        let bytes: usize = memory.shards.iter().map(|s| s.bytes).sum();
+        assert!(bytes <= CleanValues::SHARDS * CleanValues::SHARD_BYTES, "{bytes}");
+        // Other bytes under the same hash, another kind or header: no.
+        let id = |v: &'static [u8]| CleanValues::parts(Kind::ArgValue, &item, v).expect("short");
+        let (a, b) = (id(b"price"), id(b"prize"));
+        memory.insert(7, a);
+        assert!(memory.contains(7, a) && !memory.contains(7, b));
+        assert!(!memory.contains(7, (Kind::ArgName as u8, b"", b"price")));
+        assert!(!memory.contains(7, (Kind::HeaderValue as u8, b"x", b"price")));
+        memory.insert(7, b);
+        assert!(memory.contains(7, b) && !memory.contains(7, a), "the newer value takes the slot");
+    }
+
+    #[test]
     fn globs() {
         assert!(glob_match(b"json:items[*].note", b"json:items[12].note"));
         assert!(glob_match(b"*", b"anything"));
