@@ -37,27 +37,8 @@ need wrk wrk
 
 ./target/release/examples/upstream --port "$UPSTREAM_PORT" --name static >/dev/null &
 pids+=($!)
-cp examples/jwt/jwks.json "$work/jwks.json"
-for v in old new; do
-    port=$([ $v = old ] && echo "$OLD_PORT" || echo "$NEW_PORT")
-    cat >"$work/$v.yaml" <<YAML
-listen:
-  gateway: { bind: "127.0.0.1:$port" }
-  admin: off
-  aws: off
-log: { access: false, level: error }
-waf: { rules: $PWD/waf-rules }
-auth:
-  jwt:
-    demo: { issuer: https://id.example.test/, audiences: [orders-api], jwks_file: jwks.json }
-upstreams:
-  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
-routes:
-  - { name: a, path: /a/*, strip_prefix: /a, upstream: static, waf: off }
-  - { name: b, path: /b/*, strip_prefix: /b, upstream: static }
-  - { name: c, path: /c/*, strip_prefix: /c, upstream: static, auth: demo, throttle: { rate: 1000000/s, burst: 1000000 } }
-YAML
-done
+waf_routes "$work/old.yaml" "$OLD_PORT"
+waf_routes "$work/new.yaml" "$NEW_PORT"
 "$OLD" serve --config "$work/old.yaml" >"$work/old.log" 2>&1 &
 pids+=($!)
 old_pid=$!

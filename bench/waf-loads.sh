@@ -1,7 +1,12 @@
-# Sourced by bench/waf.sh and bench/waf-ab.sh: the two loads the WAF is
-# measured with. `waf_query`: a GET's path and query string (9 arguments);
-# `waf_browser`: a browser's headers (curl/wrk -H arguments); `waf_post_lua
-# FILE`: writes a wrk script that POSTs a 1 KiB JSON product review;
+# Sourced by bench/waf.sh and bench/waf-ab.sh: the routes and the loads
+# the WAF is measured with. `waf_routes FILE PORT`: a gatehouse config
+# listening on PORT with routes a (`waf: off`), b (the shipped rules) and
+# c (rules + RS256 JWT + a throttle admitting all) in front of
+# $UPSTREAM_PORT (its JWKS, `jwks.json`, beside FILE). The loads:
+# `waf_query`: a GET's path and query string (9 arguments);
+# `waf_browser`: a browser's headers (curl/wrk -H arguments);
+# `waf_post_lua FILE`: writes a wrk script that POSTs a 1 KiB JSON
+# product review;
 # `waf_post_lua FILE unique`: the same review, its text new on every
 # request (a tag of the wrk thread's random id and a counter), so that
 # no value longer than 128 bytes is ever seen twice.
@@ -46,4 +51,25 @@ function request()
 end
 ''')
 PY
+}
+
+waf_routes() { # file port
+    cp examples/jwt/jwks.json "$(dirname "$1")/jwks.json"
+    cat >"$1" <<YAML
+listen:
+  gateway: { bind: "127.0.0.1:$2" }
+  admin: off
+  aws: off
+log: { access: false, level: error }
+waf: { rules: $PWD/waf-rules }
+auth:
+  jwt:
+    demo: { issuer: https://id.example.test/, audiences: [orders-api], jwks_file: jwks.json }
+upstreams:
+  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
+routes:
+  - { name: a, path: /a/*, strip_prefix: /a, upstream: static, waf: off }
+  - { name: b, path: /b/*, strip_prefix: /b, upstream: static }
+  - { name: c, path: /c/*, strip_prefix: /c, upstream: static, auth: demo, throttle: { rate: 1000000/s, burst: 1000000 } }
+YAML
 }

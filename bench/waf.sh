@@ -85,24 +85,7 @@ pids+=($!)
 
 # gatehouse: one instance for the speed routes, one that inspects every
 # path (as ModSecurity does) for the corpora.
-cp examples/jwt/jwks.json "$work/jwks.json"
-cat >"$work/routes.yaml" <<EOF
-listen:
-  gateway: { bind: "127.0.0.1:$GATEHOUSE_PORT" }
-  admin: off
-  aws: off
-log: { access: false, level: error }
-waf: { rules: $PWD/waf-rules }
-auth:
-  jwt:
-    demo: { issuer: https://id.example.test/, audiences: [orders-api], jwks_file: jwks.json }
-upstreams:
-  static: { targets: ["http://127.0.0.1:$UPSTREAM_PORT"] }
-routes:
-  - { name: a, path: /a/*, strip_prefix: /a, upstream: static, waf: off }
-  - { name: b, path: /b/*, strip_prefix: /b, upstream: static }
-  - { name: c, path: /c/*, strip_prefix: /c, upstream: static, auth: demo, throttle: { rate: 1000000/s, burst: 1000000 } }
-EOF
+waf_routes "$work/routes.yaml" "$GATEHOUSE_PORT"
 ./target/release/gatehouse serve --config "$work/routes.yaml" >"$work/gatehouse.log" 2>&1 &
 pids+=($!)
 sed -e "s/$GATEHOUSE_PORT/$ACCURACY_PORT/" -e '/^routes:/,$d' "$work/routes.yaml" >"$work/accuracy.yaml"

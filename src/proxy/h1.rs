@@ -346,9 +346,9 @@ fn parse_head(
             // reads a framing value with other bytes (UTF-8 included) as
             // "not chunked", so such a value means different bodies to
             // different readers.
-            let value = Some(h.value)
-                .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
-                .and_then(|v| std::str::from_utf8(v).ok())
+            let value = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)))
                 .ok_or_else(|| broken(format!("invalid value for header {name}")))?;
             if name == header::CONTENT_LENGTH {
                 body.content_length(value)?;

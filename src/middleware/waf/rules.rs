@@ -334,10 +334,8 @@ impl Memory {
     /// Remembers a value found clean: a short one now, a long one when
     /// this is its second check.
     fn remember(&mut self, hash: u64, id: ValueId<'_>) {
-        let short = match id.0 == Kind::HeaderValue as u8 {
-            true => CleanValues::SHORT_HEADER,
-            false => CleanValues::SHORT,
-        };
+        let short =
+            if id.0 == Kind::HeaderValue as u8 { CleanValues::SHORT_HEADER } else { CleanValues::SHORT };
         if id.2.len() > short {
             let slot = &mut self.seen[hash as usize % CleanValues::SEEN];
             if std::mem::replace(slot, hash) != hash {
