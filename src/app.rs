@@ -21,12 +21,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::{Request, Response};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{MakeRequestId, RequestId, SetRequestIdLayer};
 
 use crate::admin::{
     AdminService, ListenerCollector, ProviderSet, QueueCollector, Readiness, TopicCollector,
@@ -46,6 +44,7 @@ use crate::middleware::access_log::AccessLogLayer;
 use crate::middleware::auth::cache::CacheMetrics;
 use crate::middleware::auth::provider::{self, Provider};
 use crate::middleware::metrics::{HttpMetrics, ProviderLabel};
+use crate::middleware::request_id::{RandomRequestId, RequestIdLayer};
 use crate::middleware::waf::{Policy, RuleSet};
 use crate::notify::alarms::{AlarmSpec, Measure};
 use crate::notify::topic::Protocol;
@@ -971,26 +970,6 @@ fn spawn_count_refresher(engine: &Arc<Queues>) {
     });
 }
 
-/// Request ids: 128 random bits as 32 hex digits.
-#[derive(Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut n = fastrand::u128(..);
-        let mut out = [0u8; 32];
-        for b in out.iter_mut().rev() {
-            *b = HEX[(n & 0xf) as usize];
-            n >>= 4;
-        }
-        // One allocation that every clone (header, extension, log) shares;
-        // `from_bytes` would copy into a buffer that the first clone then
-        // moves into a second, shared one.
-        HeaderValue::from_maybe_shared(Bytes::from_owner(out)).ok().map(RequestId::new)
-    }
-}
-
 /// The gateway's layers that are shared by every connection; a connection's
 /// stack is built from them by [`GatewayLayers::service`].
 #[derive(Clone)]
@@ -1017,7 +996,7 @@ impl GatewayLayers {
            + Sync
            + 'static {
         ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+            .layer(RequestIdLayer::new(RandomRequestId))
             .layer(self.access_log.clone().client(conn.peer.ip()))
             .layer(RescueLayer)
             .layer(self.routes.clone().escaped_slashes(slashes))

@@ -2,7 +2,7 @@
 //! `FooLayer` + `Foo<S>` + its future). Layers reject with typed errors; they
 //! never build error responses themselves (see `server::rescue`).
 //!
-//! Per connection: `access_log`, `metrics`. Per route, in this order (see
+//! Per connection: `request_id`, `access_log`, `metrics`. Per route, in this order (see
 //! `dispatch::stack`): `timeout`, `throttle` (client keys), `waf`, `auth`,
 //! `throttle` (consumer keys).
 
@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod auth;
 pub mod gate;
 pub mod metrics;
+pub mod request_id;
 pub mod throttle;
 pub mod timeout;
 pub mod waf;

@@ -19,8 +19,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::error::BoxHttpError;
-
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+use crate::middleware::request_id::X_REQUEST_ID;
 
 /// Renders `err` as the response a client receives.
 pub fn render<B: From<Bytes>>(err: &BoxHttpError, request_id: Option<&HeaderValue>) -> Response<B> {
