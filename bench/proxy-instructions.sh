@@ -13,9 +13,12 @@
 #   PROTECT=throttle bench/proxy-instructions.sh # the route throttled (admitting all),
 #   PROTECT=jwt ...                              # or with RS256 JWT (one token, cached),
 #   PROTECT=both ...                             # or both, as bench/protect.sh's b1, c1, d
+#   PROTECT=waf LOAD=get ...                     # the shipped WAF rules, under one of
+#                                                # bench/waf.sh's loads (get, post, unique)
 #
 # nginx runs with one worker and no master process, configured as in
-# bench/proxy.sh (bench/nginx-proxy.sh). KEEP=path keeps the callgrind output.
+# bench/proxy.sh (bench/nginx-proxy.sh). BIN=path counts another gatehouse
+# binary (an older build, to compare). KEEP=path keeps the callgrind output.
 # CONNS sets wrk's connections (4). CALLGRIND_OPTS adds callgrind options:
 # with "--cache-sim=yes" (and/or "--branch-sim=yes") every simulated event
 # is printed per request too (cache misses of a modelled cache, not this
@@ -49,7 +52,8 @@ case ${PROTECT:-none} in
     throttle) ROUTE_KEYS=$open_limit ;;
     jwt) ROUTE_KEYS=", auth: demo" TOP=$jwt_top ;;
     both) ROUTE_KEYS=", auth: demo$open_limit" TOP=$jwt_top ;;
-    *) echo "PROTECT is none, throttle, jwt or both" >&2; exit 64 ;;
+    waf) TOP="waf: { rules: $PWD/waf-rules }" ;;
+    *) echo "PROTECT is none, throttle, jwt, both or waf" >&2; exit 64 ;;
 esac
 export ROUTE_KEYS
 case ${PROTECT:-none} in jwt | both) WRK_HEADER="Authorization: Bearer $("$dir/examples/mint-token")" ;; esac
@@ -65,7 +69,7 @@ if [ "$PEER" = nginx ]; then
     "${callgrind[@]}" nginx -c "$work/nginx.conf" -p "$work" >"$work/proxy.log" 2>&1 &
 else
     gatehouse_proxy_conf "$work/routes.yaml" "$PROXY_PORT" "$UPSTREAM_PORT" false "" "workers: 1" "${TOP:-}"
-    "${callgrind[@]}" "$dir/gatehouse" serve --config "$work/routes.yaml" >"$work/proxy.log" 2>&1 &
+    "${callgrind[@]}" "${BIN:-$dir/gatehouse}" serve --config "$work/routes.yaml" >"$work/proxy.log" 2>&1 &
 fi
 vg=$!
 pids+=($vg)
@@ -76,6 +80,14 @@ for _ in $(seq 300); do
 done
 headers=()
 if [ -n "${WRK_HEADER:-}" ]; then headers=(-H "$WRK_HEADER"); fi
+. bench/waf-loads.sh
+case ${LOAD:-plain} in
+    plain) ;;
+    get) url="http://127.0.0.1:$PROXY_PORT$waf_query" headers+=("${waf_browser[@]}") ;;
+    post) waf_post_lua "$work/post.lua" && headers+=(-s "$work/post.lua") ;;
+    unique) waf_post_lua "$work/post.lua" unique && headers+=(-s "$work/post.lua") ;;
+    *) echo "LOAD is plain, get, post or unique" >&2; exit 64 ;;
+esac
 wrk -t1 -c"$CONNS" -d2s "${headers[@]}" "$url" >/dev/null
 callgrind_control -i on "$vg" >/dev/null
 requests=$(wrk -t1 -c"$CONNS" -d"$DURATION" "${headers[@]}" "$url" | awk '/requests in/ { print $1 }')

@@ -141,8 +141,8 @@ fn time(policy: &Policy, corpus: &str, evaluations: usize) {
         let start = std::time::Instant::now();
         for (parts, body) in &requests {
             let body = body.as_deref().map(str::as_bytes);
-            let i = Inspected::new((&parts.method, &parts.uri, &parts.headers), parts.uri.path(), body);
-            blocked += usize::from(policy.evaluate(&i).blocked);
+            let verdict = policy.inspect((&parts.method, &parts.uri, &parts.headers), parts.uri.path(), body);
+            blocked += usize::from(verdict.blocked);
         }
         start.elapsed()
     };

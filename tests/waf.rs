@@ -197,6 +197,7 @@ rules:
   - { id: 112, message: body, targets: [body], patterns: ['body-marker'] }
   - { id: 113, message: files, targets: [files], patterns: ['\.php$'] }
   - { id: 114, message: anomalies, targets: [anomalies], patterns: ['^duplicate-host$'] }
+  - { id: 115, message: an id like gatehouse's, targets: ['header:x-request-id'], patterns: ['^[0-9a-f]{32}$'] }
   - { id: 201, message: url, targets: [args], transforms: [url_decode], patterns: ['<u>'] }
   - { id: 202, message: html, targets: [args], transforms: [html_entity_decode], patterns: ['<h>'] }
   - { id: 203, message: js, targets: [args], transforms: [js_decode], patterns: ['<j>'] }
@@ -278,6 +279,9 @@ async fn every_target_is_inspected() {
         (107, c.get(u("h")).header("x-anything", "any-header-marker")),
         (108, c.get(u("h")).header("x-probe", "probe-marker")),
         (109, c.get(u("h")).header("x-evil-name", "1")),
+        // A client's request id is the client's: inspected like any header.
+        (107, c.get(u("h")).header("x-request-id", "any-header-marker")),
+        (115, c.get(u("h")).header("x-request-id", "0123456789abcdef0123456789abcdef")),
         (110, c.get(u("c")).header("cookie", "a=1; b=cookie-marker")),
         (111, c.get(u("c")).header("cookie", "evilcookie=1")),
         (112, c.post(u("b")).header("content-type", "text/plain").body("some body-marker text")),
@@ -302,6 +306,7 @@ async fn every_target_is_inspected() {
     s.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 400") || answer.contains("[114]"), "{answer}");
     assert_eq!(up.hits(), 0, "nothing blocked reached the upstream");
+    // The id gatehouse gives a request that came without one is not.
     let (status, rules, _) = ask(&gw, c.get(u("clean?q=hello"))).await;
     assert_eq!((status, rules), (200, vec![]));
 }

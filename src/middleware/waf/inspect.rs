@@ -4,11 +4,13 @@
 //! `header:referer`, `cookie:session`), formatted only when a rule matched.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use http::header::{CONTENT_TYPE, COOKIE};
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Method, Request, Uri};
 
 use crate::config::waf::Target;
+use crate::middleware::request_id::{self, X_REQUEST_ID};
 use crate::syntax::form_decode;
 
 /// Nesting a JSON body is walked to; deeper values are read as their JSON
@@ -119,21 +121,94 @@ impl<'r> Item<'r> {
     }
 }
 
+/// A request's head, as the firewall reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'r> {
+    pub method: &'r Method,
+    pub uri: &'r Uri,
+    pub headers: &'r HeaderMap,
+    /// Whether the gateway made the request's `X-Request-Id`: then that
+    /// header is not the client's, and is left out.
+    pub own_request_id: bool,
+}
+
+impl<'r> Head<'r> {
+    pub fn of<B>(request: &'r Request<B>) -> Self {
+        Head {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            own_request_id: request_id::is_own(request),
+        }
+    }
+}
+
+/// A head with every header the client's.
+impl<'r> From<(&'r Method, &'r Uri, &'r HeaderMap)> for Head<'r> {
+    fn from((method, uri, headers): (&'r Method, &'r Uri, &'r HeaderMap)) -> Self {
+        Head { method, uri, headers, own_request_id: false }
+    }
+}
+
 /// What a request offers its rules.
 #[derive(Debug, Default)]
 pub struct Inspected<'r> {
     items: Vec<Item<'r>>,
     /// Arguments read (query, form, JSON and multipart).
     args: usize,
+    /// The values read as several, and which items they gave.
+    parsed: Vec<Parsed<'r>>,
+}
+
+/// A value read as several: a query string (as its arguments), a `Cookie`
+/// header (as its cookies), a body (as its fields, by its content type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Query,
+    Cookies,
+    Body,
+}
+
+/// One value read as several, whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Whole<'r> {
+    pub split: Split,
+    /// What else its reading depends on: a body's content type.
+    pub context: &'r [u8],
+    pub bytes: &'r [u8],
+}
+
+/// A value read as several, and what it gave: the items in `items`,
+/// `args` of them arguments. Only a value read in full (within
+/// [`MAX_ARGS`]) is listed, so that the same bytes always give the same
+/// items.
+#[derive(Debug)]
+pub struct Parsed<'r> {
+    pub whole: Whole<'r>,
+    pub items: Range<usize>,
+    pub args: usize,
 }
 
 impl<'r> Inspected<'r> {
     /// A request's head and, if it was read, its body (or the first
     /// `body_limit` bytes). `path` is the normalised path routing matched.
-    pub fn new(head: (&'r Method, &'r Uri, &'r HeaderMap), path: &'r str, body: Option<&'r [u8]>) -> Self {
-        let (method, uri, headers) = head;
+    pub fn new(head: impl Into<Head<'r>>, path: &'r str, body: Option<&'r [u8]>) -> Self {
+        Self::read(head, path, body, |_| None)
+    }
+
+    /// [`Inspected::new`], but a query string, `Cookie` header or body for
+    /// which `known` answers (with the number of arguments it holds) is not
+    /// read: its values were all found clean before, and only its
+    /// arguments are counted.
+    pub fn read(
+        head: impl Into<Head<'r>>,
+        path: &'r str,
+        body: Option<&'r [u8]>,
+        mut known: impl FnMut(Whole<'r>) -> Option<usize>,
+    ) -> Self {
+        let Head { method, uri, headers, own_request_id } = head.into();
         let query = uri.query().unwrap_or("").as_bytes();
-        let mut me = Inspected { items: Vec::with_capacity(16 + headers.len()), args: 0 };
+        let mut me = Inspected { items: Vec::with_capacity(16 + headers.len()), args: 0, parsed: Vec::new() };
         me.items.push(Item::plain(Kind::Method, "method", method.as_str().as_bytes()));
         me.items.push(Item::plain(Kind::Path, "path", path.as_bytes()));
         me.items.push(Item::plain(Kind::PathRaw, "path_raw", uri.path().as_bytes()));
@@ -141,6 +216,9 @@ impl<'r> Inspected<'r> {
             me.items.push(Item::plain(Kind::Query, "query", query));
         }
         for (n, v) in headers {
+            if own_request_id && *n == X_REQUEST_ID {
+                continue;
+            }
             me.items.push(Item::named(
                 Kind::HeaderValue,
                 "header",
@@ -149,14 +227,21 @@ impl<'r> Inspected<'r> {
             ));
         }
         for v in headers.get_all(COOKIE) {
-            for (k, v) in cookies(v.as_bytes()) {
-                me.items.push(Item::named(Kind::CookieValue, "cookie", k, Cow::Borrowed(v)));
-            }
+            let whole = Whole { split: Split::Cookies, context: b"", bytes: v.as_bytes() };
+            me.split(whole, &mut known, |me| {
+                for (k, v) in cookies(whole.bytes) {
+                    me.items.push(Item::named(Kind::CookieValue, "cookie", k, Cow::Borrowed(v)));
+                }
+            });
         }
-        me.form_pairs(query, "query");
+        if !query.is_empty() {
+            let whole = Whole { split: Split::Query, context: b"", bytes: query };
+            me.split(whole, &mut known, |me| me.form_pairs(query, "query"));
+        }
         if let Some(body) = body.filter(|b| !b.is_empty()) {
             let content_type = headers.get(CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or_default();
-            me.read_body(content_type, body);
+            let whole = Whole { split: Split::Body, context: content_type, bytes: body };
+            me.split(whole, &mut known, |me| me.read_body(content_type, body));
         }
         for a in anomalies(uri, headers) {
             me.items.push(Item::plain(Kind::Anomaly, "anomalies", a.as_bytes()));
@@ -170,6 +255,31 @@ impl<'r> Inspected<'r> {
     /// Every value, in the order the request has them.
     pub fn items(&self) -> &[Item<'r>] {
         &self.items
+    }
+
+    /// The values read as several, in the order of their items.
+    pub fn parsed(&self) -> &[Parsed<'r>] {
+        &self.parsed
+    }
+
+    /// Reads `whole` with `read`, or only counts its arguments when
+    /// `known` knows it (and they fit in [`MAX_ARGS`], as they did when it
+    /// was read).
+    fn split(
+        &mut self,
+        whole: Whole<'r>,
+        known: &mut impl FnMut(Whole<'r>) -> Option<usize>,
+        read: impl FnOnce(&mut Self),
+    ) {
+        if let Some(args) = known(whole).filter(|&n| self.args + n <= MAX_ARGS) {
+            self.args += args;
+            return;
+        }
+        let (start, before) = (self.items.len(), self.args);
+        read(self);
+        if self.args <= MAX_ARGS {
+            self.parsed.push(Parsed { whole, items: start..self.items.len(), args: self.args - before });
+        }
     }
 
     fn read_body(&mut self, content_type: &[u8], body: &'r [u8]) {
@@ -603,6 +713,21 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_own_request_id_is_left_out() {
+        let p =
+            parts("/s", &[("x-request-id", "0123456789abcdef0123456789abcdef"), ("user-agent", "curl/8")]);
+        let head =
+            |own_request_id| Head { method: &p.method, uri: &p.uri, headers: &p.headers, own_request_id };
+        let names =
+            |i: &Inspected<'_>| collect(i, Target::Headers).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(names(&Inspected::new(head(true), "/s", None)), ["header:user-agent"]);
+        assert_eq!(
+            names(&Inspected::new(head(false), "/s", None)),
+            ["header:x-request-id", "header:user-agent"]
+        );
+    }
+
+    #[test]
     fn json_bodies_are_walked_to_every_key_and_value() {
         let p = parts("/j", &[("content-type", "application/json; charset=utf-8")]);
         let body = br#"{"user":{"name":"O'Brien","age":40,"tags":["a",true]},"note":null,"e":{}}"#;
@@ -672,5 +797,32 @@ Content-Disposition: form-data; name=\"up\"; filename=\"../../shell.php\"\r\nCon
         let i = Inspected::new((&p.method, &p.uri, &p.headers), "/m", Some(body));
         assert_eq!(collect(&i, Target::Args), vec![("multipart:title".into(), "hello".into())]);
         assert_eq!(collect(&i, Target::Files), vec![("file:up".into(), "../../shell.php".into())]);
+    }
+    #[test]
+    fn a_known_value_is_not_read_but_its_arguments_still_count() {
+        let query: String = (0..600).map(|i| format!("a{i}=1&")).collect();
+        let form: String = (0..600).map(|i| format!("b{i}=2&")).collect();
+        let p = parts(&format!("/f?{query}"), &[("content-type", "application/x-www-form-urlencoded")]);
+        let head = (&p.method, &p.uri, &p.headers);
+        let anomaly =
+            |i: &Inspected<'_>| collect(i, Target::Anomalies).iter().any(|(_, v)| v == "too-many-args");
+        let full = Inspected::new(head, "/f", Some(form.as_bytes()));
+        assert!(anomaly(&full));
+        assert_eq!(full.parsed().len(), 1, "the query, read in full; the body was cut short");
+        assert_eq!((full.parsed()[0].whole.split, full.parsed()[0].args), (Split::Query, 600));
+        // The query known with its 600 arguments: not read, yet counted.
+        let known =
+            Inspected::read(head, "/f", Some(form.as_bytes()), |w| (w.split == Split::Query).then_some(600));
+        assert!(anomaly(&known));
+        assert!(!collect(&known, Target::Args).iter().any(|(n, _)| n.starts_with("query:")));
+        assert_eq!(collect(&known, Target::Body).len(), 1, "the body past the limit, whole");
+        // Known, but with more arguments than fit beside what was read: read.
+        let p = parts(&format!("/f?{query}"), &[("cookie", "a=1")]);
+        let head = (&p.method, &p.uri, &p.headers);
+        let over = Inspected::read(head, "/f", None, |w| (w.split == Split::Query).then_some(MAX_ARGS + 1));
+        assert_eq!(collect(&over, Target::Args).len(), 600);
+        let cookies = Inspected::read(head, "/f", None, |w| (w.split == Split::Cookies).then_some(0));
+        assert!(collect(&cookies, Target::Cookies).is_empty());
+        assert_eq!(collect(&cookies, Target::Args).len(), 600);
     }
 }

@@ -37,9 +37,10 @@ use crate::error::{BoxHttpError, HttpError};
 use crate::exchange::{Exchange, ExchangeService};
 use crate::middleware::gate::{Answer, GateFuture};
 use crate::middleware::metrics::{RuleLabel, WafLabel, WafMetrics};
+use crate::middleware::request_id::X_REQUEST_ID;
 pub use rules::{Policy, RuleSet, Verdict};
 
-use inspect::Inspected;
+use inspect::Head;
 
 /// Why the WAF refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -196,8 +197,7 @@ impl Firewall {
     fn judge(&self, ex: &Exchange, body: Option<&[u8]>) -> Result<(), WafError> {
         let r = &ex.request;
         let path = ex.normalized_path.as_deref().unwrap_or(r.uri().path());
-        let inspected = Inspected::new((r.method(), r.uri(), r.headers()), path, body);
-        let verdict = self.policy.evaluate(&inspected);
+        let verdict = self.policy.inspect(Head::of(r), path, body);
         if verdict.hits.is_empty() {
             return Ok(());
         }
@@ -222,7 +222,7 @@ impl Firewall {
         }
         let matched: Vec<String> =
             verdict.hits.iter().map(|h| format!("{}@{}", rules[h.rule].id, h.target)).collect();
-        let request_id = ex.request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let request_id = ex.request.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
         let outcome = match (verdict.blocked, self.policy.mode) {
             (true, WafMode::Block) => "blocked",
             (true, WafMode::Detect) => "detected",

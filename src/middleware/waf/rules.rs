@@ -39,7 +39,7 @@ use crate::config::waf::{
     PATTERN_SIZE_LIMIT,
 };
 
-use super::inspect::{covers, kinds_of, reads_body, Inspected, Item, Kind, Kinds};
+use super::inspect::{covers, kinds_of, reads_body, Head, Inspected, Item, Kind, Kinds, Split, Whole};
 use super::transform;
 use crate::worker::PerWorker;
 
@@ -262,9 +262,13 @@ struct Shard {
     bytes: usize,
 }
 
-/// What identifies a value in the memory: its kind, the header's name
-/// (`header:NAME` targets depend on it) and the bytes.
+/// What identifies a value in the memory: its kind (or, for a value read
+/// as several, [`WHOLE`] and its [`Split`]), the header's name (`header:NAME`
+/// targets depend on it) or a body's content type, and the bytes.
 type ValueId<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// The tag of a value read as several, above every [`Kind`].
+const WHOLE: u8 = 0x80;
 
 impl CleanValues {
     /// Values up to this long are remembered from their first check;
@@ -300,6 +304,27 @@ impl CleanValues {
             .then_some((kind as u8, header, bytes))
     }
 
+    /// The identity of a value read as several, or `None` for one too
+    /// long to keep.
+    fn whole(w: Whole<'_>) -> Option<ValueId<'_>> {
+        (w.bytes.len() <= Self::LONGEST && w.context.len() <= Self::LONGEST_NAME).then_some((
+            WHOLE | w.split as u8,
+            w.context,
+            w.bytes,
+        ))
+    }
+
+    /// How long a value may be and still be remembered from its first
+    /// check: header values (a `Cookie` header too) are sent again and
+    /// again, whatever their length.
+    fn short(tag: u8) -> usize {
+        if tag == Kind::HeaderValue as u8 || tag == WHOLE | Split::Cookies as u8 {
+            Self::SHORT_HEADER
+        } else {
+            Self::SHORT
+        }
+    }
+
     /// A multiply-rotate hash under a per-process seed (fast for short
     /// values; the bytes are compared on a hit, so it need not be more).
     fn hash(&self, (kind, header, bytes): ValueId<'_>) -> u64 {
@@ -331,35 +356,44 @@ impl Memory {
         &mut self.shards[(hash >> 60) as usize % CleanValues::SHARDS]
     }
 
-    /// Remembers a value found clean: a short one now, a long one when
-    /// this is its second check.
-    fn remember(&mut self, hash: u64, id: ValueId<'_>) {
-        let short =
-            if id.0 == Kind::HeaderValue as u8 { CleanValues::SHORT_HEADER } else { CleanValues::SHORT };
-        if id.2.len() > short {
+    /// Remembers a value found clean (with, for one read as several, the
+    /// number of arguments it held): a short one now, a long one when this
+    /// is its second check.
+    fn remember(&mut self, hash: u64, id: ValueId<'_>, args: usize) {
+        let Ok(args) = u16::try_from(args) else { return };
+        if id.2.len() > CleanValues::short(id.0) {
             let slot = &mut self.seen[hash as usize % CleanValues::SEEN];
             if std::mem::replace(slot, hash) != hash {
                 return;
             }
         }
-        self.insert(hash, id);
+        self.insert(hash, id, args);
     }
 
-    fn contains(&mut self, hash: u64, (kind, header, bytes): ValueId<'_>) -> bool {
-        let Some(entry) = self.shard(hash).map.get(&hash) else { return false };
-        entry.len() == 2 + header.len() + bytes.len()
+    fn contains(&mut self, hash: u64, id: ValueId<'_>) -> bool {
+        self.recall(hash, id).is_some()
+    }
+
+    /// Whether the value was found clean before, and the arguments it held.
+    fn recall(&mut self, hash: u64, (kind, header, bytes): ValueId<'_>) -> Option<usize> {
+        let entry = self.shard(hash).map.get(&hash)?;
+        let (h, b) = (header.len(), bytes.len());
+        let same = entry.len() == 4 + h + b
             && entry[0] == kind
-            && &entry[1..1 + header.len()] == header
-            && entry[1 + header.len()] == 0
-            && &entry[2 + header.len()..] == bytes
+            && &entry[1..1 + h] == header
+            && entry[1 + h] == 0
+            && &entry[2 + h..2 + h + b] == bytes;
+        same.then(|| usize::from(u16::from_le_bytes([entry[2 + h + b], entry[3 + h + b]])))
     }
 
-    fn insert(&mut self, hash: u64, (kind, header, bytes): ValueId<'_>) {
-        let mut entry = Vec::with_capacity(2 + header.len() + bytes.len());
+    /// Entries are `kind, header, 0, bytes, args` (`args` in two bytes).
+    fn insert(&mut self, hash: u64, (kind, header, bytes): ValueId<'_>, args: u16) {
+        let mut entry = Vec::with_capacity(4 + header.len() + bytes.len());
         entry.push(kind);
         entry.extend_from_slice(header);
         entry.push(0);
         entry.extend_from_slice(bytes);
+        entry.extend_from_slice(&args.to_le_bytes());
         let shard = self.shard(hash);
         if shard.bytes + entry.len() > CleanValues::SHARD_BYTES {
             shard.map.clear();
@@ -448,18 +482,39 @@ impl Policy {
         self.enabled.iter().any(|&on| on)
     }
 
+    /// Takes a request apart and runs the route's rules over it. A query
+    /// string, `Cookie` header or body whose values were all clean before
+    /// is not taken apart again (a browser sends the same cookies with
+    /// every request of a session; a client polling an API, the same
+    /// query).
+    pub fn inspect<'r>(&self, head: impl Into<Head<'r>>, path: &'r str, body: Option<&'r [u8]>) -> Verdict {
+        let mut clean = self.clean.local();
+        let request = Inspected::read(head, path, body, |whole| {
+            let id = CleanValues::whole(whole)?;
+            clean.recall(self.clean.hash(id), id)
+        });
+        self.evaluate_in(&request, &mut clean)
+    }
+
     /// Runs the route's rules over `request`.
     pub fn evaluate(&self, request: &Inspected<'_>) -> Verdict {
+        self.evaluate_in(request, &mut self.clean.local())
+    }
+
+    fn evaluate_in(&self, request: &Inspected<'_>, clean: &mut Memory) -> Verdict {
         let mut scan = Scan { verdict: Verdict::default(), negated_seen: Vec::new(), matched: false };
         let mut outputs = Outputs::new(self.set.steps.len(), self.set.lanes.len());
-        let mut clean = self.clean.local();
-        for item in request.items() {
-            self.check(item.kind, &item.bytes, item, &mut clean, &mut outputs, &mut scan);
-            if let Some(kind) = item.name_kind() {
-                self.check(kind, item.key.as_bytes(), item, &mut clean, &mut outputs, &mut scan);
+        let items = request.items();
+        let mut next = 0;
+        for parsed in request.parsed() {
+            self.check_all(&items[next..parsed.items.start], clean, &mut outputs, &mut scan);
+            let matched = self.check_all(&items[parsed.items.clone()], clean, &mut outputs, &mut scan);
+            if let (false, Some(id)) = (matched, CleanValues::whole(parsed.whole)) {
+                clean.remember(self.clean.hash(id), id, parsed.args);
             }
+            next = parsed.items.end;
         }
-        drop(clean);
+        self.check_all(&items[next..], clean, &mut outputs, &mut scan);
         let mut verdict = scan.verdict;
         // Negated rules fire when none of their patterns matched anywhere.
         for &r in &self.negated {
@@ -471,7 +526,26 @@ impl Policy {
         verdict
     }
 
-    /// Runs every group that selects `value`, unless it was clean before.
+    /// Checks each item's value and name; whether a pattern matched any.
+    fn check_all(
+        &self,
+        items: &[Item<'_>],
+        clean: &mut Memory,
+        outputs: &mut Outputs,
+        scan: &mut Scan,
+    ) -> bool {
+        let mut matched = false;
+        for item in items {
+            matched |= self.check(item.kind, &item.bytes, item, clean, outputs, scan);
+            if let Some(kind) = item.name_kind() {
+                matched |= self.check(kind, item.key.as_bytes(), item, clean, outputs, scan);
+            }
+        }
+        matched
+    }
+
+    /// Runs every group that selects `value`, unless it was clean before;
+    /// whether a pattern matched.
     fn check(
         &self,
         kind: Kind,
@@ -480,14 +554,14 @@ impl Policy {
         clean: &mut Memory,
         outputs: &mut Outputs,
         scan: &mut Scan,
-    ) {
+    ) -> bool {
         if self.reach[0] & kind.bit() == 0 {
-            return;
+            return false;
         }
         let id = CleanValues::parts(kind, item, value).map(|p| (p, self.clean.hash(p)));
         if let Some((p, h)) = id {
             if clean.contains(h, p) {
-                return;
+                return false;
             }
         }
         scan.matched = false;
@@ -495,8 +569,9 @@ impl Policy {
         self.transform(0, kind, value, outputs);
         self.run(kind, value, item, outputs, scan);
         if let (false, Some((p, h))) = (scan.matched, id) {
-            clean.remember(h, p);
+            clean.remember(h, p, 0);
         }
+        scan.matched
     }
 
     /// Fills in the outputs of the steps below `step` that lead to a group
@@ -804,13 +879,13 @@ mod tests {
             (id, clean.hash(id))
         };
         let (short, h) = id(b"price");
-        memory.remember(h, short);
+        memory.remember(h, short, 0);
         assert!(memory.contains(h, short), "a short value, from its first check");
         let text: &'static [u8] = "a review with nothing in it. ".repeat(10).leak().as_bytes();
         let (long, h) = id(text);
-        memory.remember(h, long);
+        memory.remember(h, long, 0);
         assert!(!memory.contains(h, long), "a long value, not from its first check");
-        memory.remember(h, long);
+        memory.remember(h, long, 0);
         assert!(memory.contains(h, long), "but from its second");
         let huge: &'static [u8] = vec![b'a'; CleanValues::LONGEST + 1].leak();
         assert!(CleanValues::parts(Kind::ArgValue, &item, huge).is_none());
@@ -825,7 +900,7 @@ mod tests {
         for v in &values {
             let id = CleanValues::parts(Kind::ArgValue, &item, v).expect("short");
             let h = clean.hash(id);
-            memory.insert(h, id);
+            memory.insert(h, id, 0);
             assert!(memory.contains(h, id));
         }
         let bytes: usize = memory.shards.iter().map(|s| s.bytes).sum();
@@ -833,12 +908,105 @@ mod tests {
         // Other bytes under the same hash, another kind or header: no.
         let id = |v: &'static [u8]| CleanValues::parts(Kind::ArgValue, &item, v).expect("short");
         let (a, b) = (id(b"price"), id(b"prize"));
-        memory.insert(7, a);
+        memory.insert(7, a, 0);
         assert!(memory.contains(7, a) && !memory.contains(7, b));
         assert!(!memory.contains(7, (Kind::ArgName as u8, b"", b"price")));
         assert!(!memory.contains(7, (Kind::HeaderValue as u8, b"x", b"price")));
-        memory.insert(7, b);
+        memory.insert(7, b, 0);
         assert!(memory.contains(7, b) && !memory.contains(7, a), "the newer value takes the slot");
+    }
+
+    /// `run`, through the layer's way in (the memory of whole query
+    /// strings, cookie headers and bodies on).
+    fn inspect(policy: &Policy, uri: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Verdict {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (parts, ()) = b.body(()).unwrap().into_parts();
+        policy.inspect((&parts.method, &parts.uri, &parts.headers), parts.uri.path(), body)
+    }
+
+    #[test]
+    fn a_query_or_cookie_header_is_remembered_only_when_all_its_values_were_clean() {
+        let rules =
+            "rules:\n  - { id: 9, message: m, family: f, targets: [args, cookies], patterns: ['marker'] }\n";
+        let p = Policy::new(set(rules), &top(), None, 1);
+        for _ in 0..3 {
+            let v = inspect(&p, "/?a=1&b=2&q=marker", &[("cookie", "s=1; t=2")], None);
+            assert_eq!(v.hits[0].target, "query:q", "the clean arguments beside it do not hide it");
+            let v = inspect(&p, "/?a=1&b=2", &[("cookie", "s=1; t=marker")], None);
+            assert_eq!(v.hits[0].target, "cookie:t");
+        }
+        let clean = inspect(&p, "/?a=1&b=2&c=3", &[("cookie", "s=1; t=2")], None);
+        assert!(clean.hits.is_empty());
+        let mut memory = p.clean.local();
+        let query = (WHOLE | Split::Query as u8, &b""[..], &b"a=1&b=2&c=3"[..]);
+        assert_eq!(memory.recall(p.clean.hash(query), query), Some(3), "three arguments");
+        let cookies = (WHOLE | Split::Cookies as u8, &b""[..], &b"s=1; t=2"[..]);
+        assert_eq!(memory.recall(p.clean.hash(cookies), cookies), Some(0));
+        let dirty = (WHOLE | Split::Query as u8, &b""[..], &b"a=1&b=2&q=marker"[..]);
+        assert_eq!(memory.recall(p.clean.hash(dirty), dirty), None);
+    }
+
+    #[test]
+    fn a_body_is_remembered_under_its_content_type() {
+        let rules = "rules:\n  - { id: 9, message: m, family: f, targets: [args], patterns: ['marker'] }\n";
+        let p = Policy::new(set(rules), &top(), None, 1);
+        // The same bytes read as a form hold `marker` as a value; read as
+        // JSON (which they are not), they are only looked at whole, which
+        // no rule here does.
+        let body = b"x=marker";
+        for _ in 0..3 {
+            let v = inspect(&p, "/", &[("content-type", "text/plain")], Some(body));
+            assert!(v.hits.is_empty());
+            let v = inspect(&p, "/", &[("content-type", "application/x-www-form-urlencoded")], Some(body));
+            assert_eq!(ids(&p, &v), [9]);
+        }
+    }
+
+    /// Each request of the corpora three times through one policy (so the
+    /// second and third find its values, query, cookies and body in the
+    /// memory), against a policy that has seen only that request.
+    #[test]
+    fn the_memory_changes_no_verdict_on_the_corpora() {
+        let warm = shipped(true);
+        for file in ["tests/waf/attacks.jsonl", "tests/waf/benign.jsonl"] {
+            for line in std::fs::read_to_string(file).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let headers: Vec<(String, String)> = v["headers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| (h[0].as_str().unwrap().to_owned(), h[1].as_str().unwrap().to_owned()))
+                    .collect();
+                let (method, uri) = (v["method"].as_str().unwrap(), v["target"].as_str().unwrap());
+                let body = v["body"].as_str().map(str::as_bytes);
+                let fresh = Policy::new(warm.set.clone(), &top(), None, 1);
+                let Some(expected) = hits(&fresh, method, uri, &headers, body) else { continue };
+                for _ in 0..3 {
+                    assert_eq!(inspected_hits(&warm, method, uri, &headers, body), expected, "{line}");
+                }
+            }
+        }
+    }
+
+    fn inspected_hits(
+        policy: &Policy,
+        method: &str,
+        uri: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+    ) -> Vec<Hit> {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        let (parts, ()) = b.body(()).unwrap().into_parts();
+        let path = parts.uri.path().to_owned();
+        let mut hits = policy.inspect((&parts.method, &parts.uri, &parts.headers), &path, body).hits;
+        hits.sort_by(|a, b| (a.rule, &a.target).cmp(&(b.rule, &b.target)));
+        hits
     }
 
     #[test]
