@@ -10,6 +10,9 @@
 #   c2       RS256 JWT, 10,000 distinct tokens (a signature check per new token)
 #   d        throttle + JWT, one token
 #   nginx    nginx proxying to the same upstream (bench/nginx-proxy.sh)
+#   nginx-t  the same, each request carrying d's `Authorization` header
+#            (nginx forwards it unread): what carrying a 700-byte token
+#            costs wrk, the kernel and the upstream on a machine they share
 #
 # b2 and c2 pick a header value per request in a wrk Lua script, which
 # costs wrk itself some throughput; "a-lua" is route a under the same
@@ -122,10 +125,11 @@ run() { # variant
         c2) PICK_FILE=$work/tokens.txt PICK_HEADER=authorization PICK_PREFIX="Bearer " measure "$g/c2/healthz" -s "$work/pick.lua" ;;
         d) measure "$g/d/healthz" -H "Authorization: Bearer $token" ;;
         nginx) measure "http://127.0.0.1:$NGINX_PORT/healthz" ;;
+        nginx-t) measure "http://127.0.0.1:$NGINX_PORT/healthz" -H "Authorization: Bearer $token" ;;
     esac
 }
 
-variants="a a-lua b1 b2 c1 c2 d nginx"
+variants="a a-lua b1 b2 c1 c2 d nginx nginx-t"
 # Warm up: pools, the token cache, every key and token seen once.
 for v in $variants; do DURATION=2s run "$v" >/dev/null; done
 
@@ -158,6 +162,7 @@ for v in $variants; do
 done
 echo "(medians over rounds; ratios are medians of per-round ratios)"
 echo "(b2 and c2 are compared with a-lua, route a under the same wrk script)"
+printf 'c1 vs nginx-t %.2fx, d vs nginx-t %.2fx (nginx carrying the same token)\n' "$(ratio c1 nginx-t)" "$(ratio d nginx-t)"
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$gh_pid/status"; }
 before=$(rss_kb)
