@@ -228,6 +228,12 @@ pub struct Policy {
 /// [`CleanValues::SHARD_BYTES`]: memory stays bounded, and a client that
 /// sends only new values pays what it would without the cache.
 ///
+/// A value read as several (a query string, a `Cookie` header, a body under
+/// its content type: a [`Whole`]) is kept the same way once none of the
+/// values it gave matched, with the number of arguments it held; the next
+/// request with the same bytes is not taken apart again
+/// ([`Policy::inspect`]).
+///
 /// Each data-plane worker has its own memory, locked once per request: the
 /// lock is one no other thread takes, so its cache line stays on that core
 /// (with memory shared by the workers, the two workers of `bench/waf.sh`
