@@ -179,9 +179,9 @@ pub struct Whole<'r> {
 }
 
 /// A value read as several, and what it gave: the items in `items`,
-/// `args` of them arguments. Only a value read in full (within
-/// the 1,024 arguments a request is read to) is listed, so that the same bytes always give the same
-/// items.
+/// `args` of them arguments. Only a value read in full (within the 1,024
+/// arguments a request is read to) is listed, so that the same bytes
+/// always give the same items.
 #[derive(Debug)]
 pub struct Parsed<'r> {
     pub whole: Whole<'r>,
