@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use http::header::{CONTENT_TYPE, COOKIE};
-use http::{HeaderMap, Method, Request, Uri};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 
 use crate::config::waf::Target;
 use crate::middleware::request_id::{self, X_REQUEST_ID};
@@ -215,7 +215,9 @@ impl<'r> Inspected<'r> {
         if !query.is_empty() {
             me.items.push(Item::plain(Kind::Query, "query", query));
         }
+        let mut framing = Framing::default();
         for (n, v) in headers {
+            framing.see(n, v);
             if own_request_id && *n == X_REQUEST_ID {
                 continue;
             }
@@ -239,11 +241,11 @@ impl<'r> Inspected<'r> {
             me.split(whole, &mut known, |me| me.form_pairs(query, "query"));
         }
         if let Some(body) = body.filter(|b| !b.is_empty()) {
-            let content_type = headers.get(CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or_default();
+            let content_type = framing.content_type.unwrap_or_default();
             let whole = Whole { split: Split::Body, context: content_type, bytes: body };
             me.split(whole, &mut known, |me| me.read_body(content_type, body));
         }
-        for a in anomalies(uri, headers) {
+        for a in framing.anomalies(uri, headers.len()) {
             me.items.push(Item::plain(Kind::Anomaly, "anomalies", a.as_bytes()));
         }
         if me.args > MAX_ARGS {
@@ -526,47 +528,77 @@ const MANY_HEADERS: usize = 100;
 /// A path and query longer than this are an anomaly (`oversized-uri`).
 const LONG_URI: usize = 8 * 1024;
 
-/// What is wrong with a request's framing and size, by name (the values
-/// of the `anomalies` target).
-fn anomalies(uri: &Uri, headers: &HeaderMap) -> Vec<&'static str> {
-    use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-    let mut found = Vec::new();
-    let count = |name| headers.get_all(name).iter().count();
-    match count(HOST) {
-        0 if uri.authority().is_none() => found.push("missing-host"),
-        0 | 1 => {}
-        _ => found.push("duplicate-host"),
-    }
-    let lengths: Vec<&[u8]> = headers.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes()).collect();
-    if lengths.len() > 1 {
-        found.push("duplicate-content-length");
-    }
-    if lengths.iter().any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit)) {
-        found.push("invalid-content-length");
-    }
-    let codings: Vec<&[u8]> = headers.get_all(TRANSFER_ENCODING).iter().map(|v| v.as_bytes()).collect();
-    if !codings.is_empty() {
-        if !lengths.is_empty() {
-            found.push("content-length-and-transfer-encoding");
+/// What the headers say about a request's framing and size, gathered as
+/// they are walked (one pass, instead of a lookup per header that matters).
+#[derive(Default)]
+struct Framing<'r> {
+    hosts: usize,
+    lengths: usize,
+    bad_length: bool,
+    codings: usize,
+    last_coding: &'r [u8],
+    /// The first `Content-Type`, and how many there are.
+    content_type: Option<&'r [u8]>,
+    content_types: usize,
+    oversized: bool,
+}
+
+impl<'r> Framing<'r> {
+    fn see(&mut self, name: &HeaderName, value: &'r HeaderValue) {
+        let v = value.as_bytes();
+        self.oversized |= v.len() > LONG_HEADER;
+        if *name == HOST {
+            self.hosts += 1;
+        } else if *name == CONTENT_LENGTH {
+            self.lengths += 1;
+            self.bad_length |= v.is_empty() || !v.iter().all(u8::is_ascii_digit);
+        } else if *name == TRANSFER_ENCODING {
+            self.codings += 1;
+            self.last_coding = v;
+        } else if *name == CONTENT_TYPE {
+            self.content_types += 1;
+            self.content_type.get_or_insert(v);
         }
-        let last = codings.last().and_then(|v| v.rsplit(|&b| b == b',').next()).map(|c| c.trim_ascii());
-        if !last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
-            found.push("transfer-encoding-not-chunked");
+    }
+
+    /// What is wrong with the request's framing and size, by name (the
+    /// values of the `anomalies` target); `headers`: how many it has.
+    fn anomalies(&self, uri: &Uri, headers: usize) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        match self.hosts {
+            0 if uri.authority().is_none() => found.push("missing-host"),
+            0 | 1 => {}
+            _ => found.push("duplicate-host"),
         }
+        if self.lengths > 1 {
+            found.push("duplicate-content-length");
+        }
+        if self.bad_length {
+            found.push("invalid-content-length");
+        }
+        if self.codings > 0 {
+            if self.lengths > 0 {
+                found.push("content-length-and-transfer-encoding");
+            }
+            let last = self.last_coding.rsplit(|&b| b == b',').next().map(|c| c.trim_ascii());
+            if !last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+                found.push("transfer-encoding-not-chunked");
+            }
+        }
+        if self.content_types > 1 {
+            found.push("duplicate-content-type");
+        }
+        if headers > MANY_HEADERS {
+            found.push("too-many-headers");
+        }
+        if self.oversized {
+            found.push("oversized-header");
+        }
+        if uri.path_and_query().is_some_and(|pq| pq.as_str().len() > LONG_URI) {
+            found.push("oversized-uri");
+        }
+        found
     }
-    if count(CONTENT_TYPE) > 1 {
-        found.push("duplicate-content-type");
-    }
-    if headers.len() > MANY_HEADERS {
-        found.push("too-many-headers");
-    }
-    if headers.values().any(|v| v.len() > LONG_HEADER) {
-        found.push("oversized-header");
-    }
-    if uri.path_and_query().is_some_and(|pq| pq.as_str().len() > LONG_URI) {
-        found.push("oversized-uri");
-    }
-    found
 }
 
 /// Whether inspecting `target` needs the request body.
@@ -824,5 +856,75 @@ Content-Disposition: form-data; name=\"up\"; filename=\"../../shell.php\"\r\nCon
         let cookies = Inspected::read(head, "/f", None, |w| (w.split == Split::Cookies).then_some(0));
         assert!(collect(&cookies, Target::Cookies).is_empty());
         assert_eq!(collect(&cookies, Target::Args).len(), 600);
+    }
+
+    /// The anomalies as they were found before [`Framing`]: a lookup per
+    /// header that matters.
+    fn anomalies_by_lookup(uri: &Uri, headers: &HeaderMap) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        let count = |name| headers.get_all(name).iter().count();
+        match count(HOST) {
+            0 if uri.authority().is_none() => found.push("missing-host"),
+            0 | 1 => {}
+            _ => found.push("duplicate-host"),
+        }
+        let lengths: Vec<&[u8]> = headers.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes()).collect();
+        if lengths.len() > 1 {
+            found.push("duplicate-content-length");
+        }
+        if lengths.iter().any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit)) {
+            found.push("invalid-content-length");
+        }
+        let codings: Vec<&[u8]> = headers.get_all(TRANSFER_ENCODING).iter().map(|v| v.as_bytes()).collect();
+        if !codings.is_empty() {
+            if !lengths.is_empty() {
+                found.push("content-length-and-transfer-encoding");
+            }
+            let last = codings.last().and_then(|v| v.rsplit(|&b| b == b',').next()).map(|c| c.trim_ascii());
+            if !last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+                found.push("transfer-encoding-not-chunked");
+            }
+        }
+        if count(CONTENT_TYPE) > 1 {
+            found.push("duplicate-content-type");
+        }
+        if headers.len() > MANY_HEADERS {
+            found.push("too-many-headers");
+        }
+        if headers.values().any(|v| v.len() > LONG_HEADER) {
+            found.push("oversized-header");
+        }
+        if uri.path_and_query().is_some_and(|pq| pq.as_str().len() > LONG_URI) {
+            found.push("oversized-uri");
+        }
+        found
+    }
+
+    proptest::proptest! {
+        /// One pass over the headers finds what a lookup per header did.
+        #[test]
+        fn framing_finds_what_lookups_found(
+            headers in proptest::collection::vec((0..6usize, 0..8usize), 0..8),
+            authority in proptest::bool::ANY,
+            long_uri in proptest::bool::ANY,
+        ) {
+            let names = ["host", "content-length", "transfer-encoding", "content-type", "x-other", "cookie"];
+            let values = ["1", "", "12a", "chunked", "gzip, chunked", "chunked, gzip", " Chunked ", "text/plain"];
+            let path = if long_uri { format!("/{}", "a".repeat(LONG_URI)) } else { "/p".to_owned() };
+            let uri: Uri = if authority { format!("http://h{path}") } else { path }.parse().unwrap();
+            let mut map = HeaderMap::new();
+            for &(n, v) in &headers {
+                map.append(HeaderName::from_static(names[n]), HeaderValue::from_static(values[v]));
+            }
+            if headers.len() > 6 {
+                map.append("x-big", HeaderValue::from_bytes(&vec![b'a'; LONG_HEADER + 1]).unwrap());
+            }
+            let mut framing = Framing::default();
+            for (n, v) in &map {
+                framing.see(n, v);
+            }
+            proptest::prop_assert_eq!(framing.anomalies(&uri, map.len()), anomalies_by_lookup(&uri, &map));
+            proptest::prop_assert_eq!(framing.content_type, map.get(CONTENT_TYPE).map(|v| v.as_bytes()));
+        }
     }
 }
