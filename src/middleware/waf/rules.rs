@@ -542,10 +542,42 @@ impl Policy {
     ) -> bool {
         let mut matched = false;
         for item in items {
+            if item.kind == Kind::HeaderValue {
+                matched |= self.check_header(item, clean, outputs, scan);
+                continue;
+            }
             matched |= self.check(item.kind, &item.bytes, item, clean, outputs, scan);
             if let Some(kind) = item.name_kind() {
                 matched |= self.check(kind, item.key.as_bytes(), item, clean, outputs, scan);
             }
+        }
+        matched
+    }
+
+    /// A header's value and name. A header value's entry in the memory
+    /// holds its header's name already (`header:NAME` targets need it), so
+    /// it is kept only once neither the value nor the name matched, and
+    /// then answers for both: a header seen before costs one lookup.
+    fn check_header(
+        &self,
+        item: &Item<'_>,
+        clean: &mut Memory,
+        outputs: &mut Outputs,
+        scan: &mut Scan,
+    ) -> bool {
+        if self.reach[0] & (Kind::HeaderValue.bit() | Kind::HeaderName.bit()) == 0 {
+            return false;
+        }
+        let id = CleanValues::parts(Kind::HeaderValue, item, &item.bytes).map(|p| (p, self.clean.hash(p)));
+        if let Some((p, h)) = id {
+            if clean.contains(h, p) {
+                return false;
+            }
+        }
+        let matched = self.scan_value(Kind::HeaderValue, &item.bytes, item, outputs, scan)
+            | self.check(Kind::HeaderName, item.key.as_bytes(), item, clean, outputs, scan);
+        if let (false, Some((p, h))) = (matched, id) {
+            clean.remember(h, p, 0);
         }
         matched
     }
@@ -570,13 +602,29 @@ impl Policy {
                 return false;
             }
         }
+        let matched = self.scan_value(kind, value, item, outputs, scan);
+        if let (false, Some((p, h))) = (matched, id) {
+            clean.remember(h, p, 0);
+        }
+        matched
+    }
+
+    /// Runs every group that selects `value`; whether a pattern matched.
+    fn scan_value(
+        &self,
+        kind: Kind,
+        value: &[u8],
+        item: &Item<'_>,
+        outputs: &mut Outputs,
+        scan: &mut Scan,
+    ) -> bool {
+        if self.reach[0] & kind.bit() == 0 {
+            return false;
+        }
         scan.matched = false;
         outputs.reset();
         self.transform(0, kind, value, outputs);
         self.run(kind, value, item, outputs, scan);
-        if let (false, Some((p, h))) = (scan.matched, id) {
-            clean.remember(h, p, 0);
-        }
         scan.matched
     }
 
@@ -873,6 +921,21 @@ mod tests {
         assert_eq!(ids(&p, &run(&p, "/", &[("user-agent", "t"), ("x-probe", "marker")])), [9]);
         // And a value that matched is never taken for clean.
         assert_eq!(ids(&p, &run(&p, "/", &[("user-agent", "t"), ("x-probe", "marker")])), [9]);
+    }
+
+    #[test]
+    fn a_header_is_remembered_only_when_its_name_was_clean_too() {
+        let rules =
+            "rules:\n  - { id: 9, message: m, family: f, targets: [header_names], patterns: ['^x-evil$'] }\n";
+        let p = Policy::new(set(rules), &top(), None, 1);
+        for _ in 0..3 {
+            assert_eq!(
+                ids(&p, &run(&p, "/", &[("x-evil", "plain")])),
+                [9],
+                "the clean value does not hide the name"
+            );
+            assert!(run(&p, "/", &[("x-good", "plain")]).hits.is_empty());
+        }
     }
 
     #[test]
