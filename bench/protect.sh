@@ -24,6 +24,13 @@
 #
 #   bench/protect.sh                    # RUNS=3 DURATION=5s CONNS=64
 #   NO_BUILD=1 bench/protect.sh         # with the release binaries as they are
+#   CPU=1 VARIANTS="a d nginx nginx-t" FLOOD=0 bench/protect.sh
+#                                       # also where the CPU goes, per request
+#
+# With CPU=1, each run also reads the CPU time (user and system, from /proc)
+# of the proxy, the upstream and wrk, and the table after the ratios gives
+# their medians in microseconds per request: on two cores they share, a
+# proxy's requests/s is set by the sum, not by its own part alone.
 #
 # Targets (issue 15): d keeps >= 90% of a's requests/s and >= 1.0x nginx.
 # Installs wrk and nginx from Debian if missing. Release build.
@@ -129,7 +136,40 @@ run() { # variant
     esac
 }
 
-variants="a a-lua b1 b2 c1 c2 d nginx nginx-t"
+variants=${VARIANTS:-a a-lua b1 b2 c1 c2 d nginx nginx-t}
+nginx_pid=${pids[1]}
+upstream_pid=${pids[0]}
+# User and system CPU ticks used so far by the given processes, summed.
+ticks() { for p in "$@"; do awk '{ print $14, $15 }' "/proc/$p/stat"; done | awk '{ u += $1; s += $2 } END { print u + 0, s + 0 }'; }
+proxy_pids() { # variant
+    case $1 in nginx*) pgrep -P "$nginx_pid" ;; *) echo "$gh_pid" ;; esac
+}
+# One run of a variant; with CPU=1 also appends "proxy-user proxy-system
+# upstream wrk" (microseconds per request) to $work/VARIANT.cpu.
+measured() { # variant
+    if [ -z "${CPU:-}" ]; then
+        run "$1"
+        return
+    fi
+    local proxy
+    proxy=$(proxy_pids "$1" | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    read -r pu0 ps0 < <(ticks $proxy)
+    read -r uu0 us0 < <(ticks "$upstream_pid")
+    # wrk's CPU: the children's times of the subshell that waited for it.
+    out=$(
+        run "$1"
+        awk '{ print $16 + $17 }' "/proc/$BASHPID/stat"
+    )
+    # shellcheck disable=SC2086
+    read -r pu1 ps1 < <(ticks $proxy)
+    read -r uu1 us1 < <(ticks "$upstream_pid")
+    read -r rps p99 wrk_ticks < <(echo $out)
+    awk -v r="$rps" -v d="${DURATION%s}" -v hz="$(getconf CLK_TCK)" \
+        -v pu=$((pu1 - pu0)) -v ps=$((ps1 - ps0)) -v up=$((uu1 + us1 - uu0 - us0)) -v w="$wrk_ticks" '
+        BEGIN { k = 1e6 / hz / (r * d); printf "%.2f %.2f %.2f %.2f\n", pu * k, ps * k, up * k, w * k }' >>"$work/$1.cpu"
+    echo "$rps $p99"
+}
 # Warm up: pools, the token cache, every key and token seen once.
 for v in $variants; do DURATION=2s run "$v" >/dev/null; done
 
@@ -139,10 +179,12 @@ for round in $(seq "$RUNS"); do
     order=$variants
     [ $((round % 2)) -eq 0 ] && order=$(echo "$variants" | tr ' ' '\n' | tac | tr '\n' ' ')
     for v in $order; do
-        read -r rps p99 < <(run "$v")
+        read -r rps p99 < <(measured "$v")
         echo "$rps" >>"$work/$v.rps"
         echo "$p99" >>"$work/$v.p99"
-        printf '%-6s %-8s %12s %10s\n' "$round" "$v" "$rps" "$p99"
+        cpu=""
+        [ -z "${CPU:-}" ] || cpu="  cpu us/req (proxy usr, sys, upstream, wrk): $(tail -1 "$work/$v.cpu")"
+        printf '%-6s %-8s %12s %10s%s\n' "$round" "$v" "$rps" "$p99" "$cpu"
     done
 done
 
@@ -162,8 +204,21 @@ for v in $variants; do
 done
 echo "(medians over rounds; ratios are medians of per-round ratios)"
 echo "(b2 and c2 are compared with a-lua, route a under the same wrk script)"
-printf 'c1 vs nginx-t %.2fx, d vs nginx-t %.2fx (nginx carrying the same token)\n' "$(ratio c1 nginx-t)" "$(ratio d nginx-t)"
+case " $variants " in *" c1 "*" d "*" nginx-t "*)
+    printf 'c1 vs nginx-t %.2fx, d vs nginx-t %.2fx (nginx carrying the same token)\n' "$(ratio c1 nginx-t)" "$(ratio d nginx-t)" ;;
+esac
+if [ -n "${CPU:-}" ]; then
+    echo
+    echo "# CPU per request, microseconds (medians over rounds; wrk's from its own rusage)"
+    printf '%-8s %10s %10s %10s %10s %10s\n' variant "proxy usr" "proxy sys" upstream wrk total
+    for v in $variants; do
+        col() { awk -v c="$1" '{ print $c }' "$work/$v.cpu" | median; }
+        tot=$(awk '{ printf "%.2f\n", $1 + $2 + $3 + $4 }' "$work/$v.cpu" | median)
+        printf '%-8s %10s %10s %10s %10s %10s\n' "$v" "$(col 1)" "$(col 2)" "$(col 3)" "$(col 4)" "$tot"
+    done
+fi
 
+[ "$FLOOD" -gt 0 ] || exit 0
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$gh_pid/status"; }
 before=$(rss_kb)
 echo
