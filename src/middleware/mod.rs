@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod auth;
 pub mod gate;
 pub mod metrics;
+pub mod prehashed;
 pub mod request_id;
 pub mod throttle;
 pub mod timeout;

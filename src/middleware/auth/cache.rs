@@ -15,14 +15,14 @@
 //! That hash is already keyed and uniform, so the shards' maps use it as
 //! their own hash instead of hashing it a second time.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::exchange::Claims;
+use crate::middleware::prehashed::PrehashedMap;
 
 /// Entries kept at most, per provider.
 pub const CAPACITY: usize = 10_000;
@@ -47,28 +47,7 @@ pub struct Entry {
 /// The bytes of a token's end the cache key covers.
 const KEYED_TAIL: usize = 32;
 
-type Shard = HashMap<u64, Entry, BuildHasherDefault<KeyIsHash>>;
-
-/// A map hasher for keys that are keyed hashes already (see module docs).
-#[derive(Default)]
-struct KeyIsHash(u64);
-
-impl Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; fold anything else in anyway.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+type Shard = PrehashedMap<Entry>;
 
 pub struct TokenCache {
     shards: Box<[Mutex<Shard>]>,
@@ -80,7 +59,7 @@ pub struct TokenCache {
 impl TokenCache {
     pub fn new(capacity: usize, metrics: CacheMetrics) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(PrehashedMap::default())).collect(),
             per_shard: (capacity / SHARDS).max(1),
             hasher: RandomState::new(),
             metrics,

@@ -28,8 +28,8 @@
 //! shared seven pipelines and clean short values were remembered
 //! ([`CleanValues`]); bench/RESULTS.md has the figures.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use regex::bytes::{RegexSet, RegexSetBuilder};
@@ -41,6 +41,7 @@ use crate::config::waf::{
 
 use super::inspect::{covers, kinds_of, reads_body, Head, Inspected, Item, Kind, Kinds, Split, Whole};
 use super::transform;
+use crate::middleware::prehashed::PrehashedMap;
 use crate::worker::PerWorker;
 
 /// The patterns of every rule that reads one target through one pipeline.
@@ -264,7 +265,7 @@ impl Default for Memory {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<u64, Box<[u8]>, BuildHasherDefault<Spread>>,
+    map: PrehashedMap<Box<[u8]>>,
     bytes: usize,
 }
 
@@ -409,26 +410,6 @@ impl Memory {
         if let Some(old) = shard.map.insert(hash, entry.into_boxed_slice()) {
             shard.bytes -= old.len() + 32;
         }
-    }
-}
-
-/// The hasher of a map whose keys are already hashes.
-#[derive(Default)]
-struct Spread(u64);
-
-impl Hasher for Spread {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 
@@ -1040,24 +1021,62 @@ mod tests {
     #[test]
     fn the_memory_changes_no_verdict_on_the_corpora() {
         let warm = shipped(true);
+        for r in corpus() {
+            let (method, uri, headers, body) = (&r.method[..], &r.uri[..], &r.headers[..], r.body.as_deref());
+            let fresh = Policy::new(warm.set.clone(), &top(), None, 1);
+            let Some(expected) = hits(&fresh, method, uri, headers, body) else { continue };
+            for _ in 0..3 {
+                assert_eq!(inspected_hits(&warm, method, uri, headers, body), expected, "{}", r.line);
+            }
+        }
+    }
+
+    /// A request of the WAF corpora (`tests/waf/*.jsonl`), with its line.
+    struct CorpusRequest {
+        line: String,
+        method: String,
+        uri: String,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    }
+
+    /// Every request of the attack and benign corpora.
+    fn corpus() -> Vec<CorpusRequest> {
+        let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        let mut out = Vec::new();
         for file in ["tests/waf/attacks.jsonl", "tests/waf/benign.jsonl"] {
             for line in std::fs::read_to_string(file).unwrap().lines() {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                let headers: Vec<(String, String)> = v["headers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|h| (h[0].as_str().unwrap().to_owned(), h[1].as_str().unwrap().to_owned()))
-                    .collect();
-                let (method, uri) = (v["method"].as_str().unwrap(), v["target"].as_str().unwrap());
-                let body = v["body"].as_str().map(str::as_bytes);
-                let fresh = Policy::new(warm.set.clone(), &top(), None, 1);
-                let Some(expected) = hits(&fresh, method, uri, &headers, body) else { continue };
-                for _ in 0..3 {
-                    assert_eq!(inspected_hits(&warm, method, uri, &headers, body), expected, "{line}");
-                }
+                out.push(CorpusRequest {
+                    line: line.to_owned(),
+                    method: text(&v["method"]),
+                    uri: text(&v["target"]),
+                    headers: v["headers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|h| (text(&h[0]), text(&h[1])))
+                        .collect(),
+                    body: v["body"].as_str().map(|b| b.as_bytes().to_vec()),
+                });
             }
         }
+        out
+    }
+
+    /// The head of a request, or `None` if the `http` crate does not take it
+    /// (a raw test of the corpus).
+    fn request_parts(method: &str, uri: &str, headers: &[(String, String)]) -> Option<http::request::Parts> {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        Some(b.body(()).ok()?.into_parts().0)
+    }
+
+    fn sorted(mut hits: Vec<Hit>) -> Vec<Hit> {
+        hits.sort_by(|a, b| (a.rule, &a.target).cmp(&(b.rule, &b.target)));
+        hits
     }
 
     fn inspected_hits(
@@ -1067,15 +1086,9 @@ mod tests {
         headers: &[(String, String)],
         body: Option<&[u8]>,
     ) -> Vec<Hit> {
-        let mut b = http::Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            b = b.header(k, v);
-        }
-        let (parts, ()) = b.body(()).unwrap().into_parts();
+        let parts = request_parts(method, uri, headers).unwrap();
         let path = parts.uri.path().to_owned();
-        let mut hits = policy.inspect((&parts.method, &parts.uri, &parts.headers), &path, body).hits;
-        hits.sort_by(|a, b| (a.rule, &a.target).cmp(&(b.rule, &b.target)));
-        hits
+        sorted(policy.inspect((&parts.method, &parts.uri, &parts.headers), &path, body).hits)
     }
 
     #[test]
@@ -1102,37 +1115,21 @@ mod tests {
         headers: &[(String, String)],
         body: Option<&[u8]>,
     ) -> Option<Vec<Hit>> {
-        let mut b = http::Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            b = b.header(k, v);
-        }
-        let (parts, ()) = b.body(()).ok()?.into_parts();
+        let parts = request_parts(method, uri, headers)?;
         let path = parts.uri.path().to_owned();
-        let mut hits =
-            policy.evaluate(&Inspected::new((&parts.method, &parts.uri, &parts.headers), &path, body)).hits;
-        hits.sort_by(|a, b| (a.rule, &a.target).cmp(&(b.rule, &b.target)));
-        Some(hits)
+        let head = (&parts.method, &parts.uri, &parts.headers);
+        Some(sorted(policy.evaluate(&Inspected::new(head, &path, body)).hits))
     }
 
     #[test]
     fn lanes_change_no_verdict_on_the_corpora() {
         let (with, without) = (shipped(true), shipped(false));
         let mut seen = 0;
-        for file in ["tests/waf/attacks.jsonl", "tests/waf/benign.jsonl"] {
-            for line in std::fs::read_to_string(file).unwrap().lines() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                let headers: Vec<(String, String)> = v["headers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|h| (h[0].as_str().unwrap().to_owned(), h[1].as_str().unwrap().to_owned()))
-                    .collect();
-                let (method, uri) = (v["method"].as_str().unwrap(), v["target"].as_str().unwrap());
-                let body = v["body"].as_str().map(str::as_bytes);
-                let Some(expected) = hits(&without, method, uri, &headers, body) else { continue };
-                assert_eq!(hits(&with, method, uri, &headers, body), Some(expected.clone()), "{line}");
-                seen += usize::from(!expected.is_empty());
-            }
+        for r in corpus() {
+            let (method, uri, headers, body) = (&r.method[..], &r.uri[..], &r.headers[..], r.body.as_deref());
+            let Some(expected) = hits(&without, method, uri, headers, body) else { continue };
+            assert_eq!(hits(&with, method, uri, headers, body), Some(expected.clone()), "{}", r.line);
+            seen += usize::from(!expected.is_empty());
         }
         assert!(seen > 1000, "{seen} requests with hits");
     }
