@@ -5,6 +5,9 @@
 //! Per connection: `request_id`, `access_log`, `metrics`. Per route, in this order (see
 //! `dispatch::stack`): `timeout`, `throttle` (client keys), `waf`, `auth`,
 //! `throttle` (consumer keys).
+//!
+//! Shared by layers: `gate` (the future of a layer that refuses, passes on
+//! or waits), `prehashed` (maps keyed by hashes made already).
 
 pub mod access_log;
 pub mod auth;
